@@ -1,0 +1,385 @@
+"""Translator: the public API of lmt_fast.
+
+    from lmt_fast import Translator
+    t = Translator.load("run/ckpt")                 # or Translator.from_pretrained()
+    r = t.translate("input.png", "exemplar.png")     # r.image, r.input_mask, r.exemplar_mask, r.notes
+    style = t.encode_exemplar("exemplar.png")        # encode once ...
+    results = t.translate_batch(["a.png", "b.png"], style)   # ... reuse for many inputs
+
+Pre-processing policy (`resize`):
+    "model" (default)  every image is resized (bilinear, antialiased) to the model's square training size
+                       and the outputs are resized back to the input's own size; the aspect ratio is not
+                       kept, and the result's `notes` say so whenever a resize happened.
+    "none"             images run at their own size, which must be a multiple of the model's
+                       `size_multiple` (16 for the paper model); anything else is an error.
+Images are never cropped. Grayscale and RGBA inputs are converted to RGB and the notes say so.
+Outputs come back as the input came in: a path or PIL image gives a PIL image, a uint8 HWC array a uint8
+HWC array, a float tensor in [-1, 1] a tensor of the same shape, dtype and device.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmt_fast import ops
+from lmt_fast.io import ImageError, load_checkpoint, load_image, load_mask, to_rgb
+from lmt_fast.models import ExemplarCode, LOMITGenerator
+
+RESIZE_POLICIES = ("model", "none")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MODEL_BACKENDS = ("auto", "eager")  # plus every op backend name (lmt_fast.ops.available_backends())
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_MODEL = ASSETS / "default"
+
+
+class TranslatorError(ValueError):
+    """Bad input to the Translator; the message names the problem."""
+
+
+@dataclass
+class TranslationResult:
+    image: Any                 # same kind as the input (PIL / uint8 array / tensor), at the input's size
+    input_mask: Any            # the mask used on the input, at the input's size (PIL "L" / float array / tensor)
+    exemplar_mask: Any         # the exemplar's mask, at the exemplar's size
+    notes: list[str] = field(default_factory=list)  # what pre-processing did (resizes, conversions)
+
+
+@dataclass
+class ExemplarStyle:
+    """An exemplar encoded once by `Translator.encode_exemplar`, reusable for any number of inputs."""
+
+    code: ExemplarCode
+    mask: Any                  # the exemplar's mask at the exemplar's size, in the exemplar's kind
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Prepared:
+    tensor: torch.Tensor       # (1, 3, h, w) float32 in [-1, 1] at working size, on the model's device
+    size: tuple[int, int]      # original (H, W)
+    kind: str                  # "pil" | "numpy" | "tensor"
+    like: torch.Tensor | None  # for tensor inputs: the original, to restore shape/dtype/device
+    notes: list[str]
+
+
+class Translator:
+    def __init__(self, generator: LOMITGenerator, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype | None = None, backend: str = "auto", resize: str = "model"):
+        self.device = _parse_device(device)
+        self.dtype = _parse_dtype(dtype)
+        self.resize = _choice("resize", resize, RESIZE_POLICIES)
+        self.backend = _resolve_model_backend(backend, self.device)
+        self.config = generator.config
+        self.generator = generator.to(device=self.device, dtype=self.dtype).eval()
+        self.generator.set_backend(self.backend)
+        self.generator.requires_grad_(False)
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+             dtype: str | torch.dtype | None = None, backend: str = "auto", resize: str = "model",
+             compat: str | None = None) -> "Translator":
+        """Load a checkpoint (directory or .safetensors file written by lmt_fast.io.save_checkpoint)."""
+        overrides = {"compat": compat} if compat is not None else None
+        checkpoint = load_checkpoint(path, device="cpu", config_overrides=overrides)
+        return cls(checkpoint.generator, device=device, dtype=dtype, backend=backend, resize=resize)
+
+    @classmethod
+    def from_pretrained(cls, name: str = "default", **kwargs) -> "Translator":
+        """The model embedded in the package (no download)."""
+        path = ASSETS / name
+        if not (path / "config.json").is_file():
+            shipped = sorted(p.name for p in ASSETS.iterdir() if (p / "config.json").is_file()) if ASSETS.is_dir() else []
+            if name == "default" and not shipped:
+                raise FileNotFoundError(
+                    "no embedded default model is shipped in this version of lmt_fast yet; load a checkpoint "
+                    "with Translator.load(path) (train one with lmt-train, or write one with "
+                    "lmt_fast.io.save_checkpoint)")
+            raise FileNotFoundError(f"no embedded model named {name!r}; shipped: {shipped or 'none'}")
+        return cls.load(path, **kwargs)
+
+    # -- translation -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def translate(self, input, exemplar, input_mask=None, exemplar_mask=None) -> TranslationResult:
+        """Translate one input with one exemplar (image or ExemplarStyle).
+
+        With an exemplar image, each image's mask is conditioned on the other one (the paper's pairing).
+        A given mask (the paper's user intervention) replaces the learned one; it must have its image's
+        size, with values in [0, 1].
+        """
+        src = self._prepare(input, "input")
+        m_in = self._prepare_mask(input_mask, src, "input_mask")
+        if isinstance(exemplar, ExemplarStyle):
+            if exemplar_mask is not None:
+                raise TranslatorError("exemplar_mask cannot be given with an encoded exemplar; pass it to "
+                                      "encode_exemplar instead")
+            out = self.generator.translate_encoded(self._cast(src.tensor), exemplar.code, self._cast(m_in))
+            return self._result(out.image, out.input_mask, src, exemplar.mask, src.notes + exemplar.notes)
+        ex = self._prepare(exemplar, "exemplar")
+        m_ex = self._prepare_mask(exemplar_mask, ex, "exemplar_mask")
+        if src.tensor.shape != ex.tensor.shape:
+            raise TranslatorError(f"with resize='none' the input ({src.size[1]}x{src.size[0]}) and the exemplar "
+                                  f"({ex.size[1]}x{ex.size[0]}) must have the same size; use encode_exemplar "
+                                  "or resize='model'")
+        out = self.generator(self._cast(src.tensor), self._cast(ex.tensor), self._cast(m_in), self._cast(m_ex))
+        return self._result(out.image, out.input_mask, src, self._mask_out(out.exemplar_mask, ex), src.notes + ex.notes)
+
+    @torch.inference_mode()
+    def encode_exemplar(self, exemplar, exemplar_mask=None) -> ExemplarStyle:
+        """Encode an exemplar once for many inputs.
+
+        Without a given mask the exemplar's mask is conditioned on the exemplar itself, since a paired
+        mask would depend on each input; results can differ slightly from `translate` with the image.
+        """
+        ex = self._prepare(exemplar, "exemplar")
+        m_ex = self._prepare_mask(exemplar_mask, ex, "exemplar_mask")
+        code = self.generator.encode_exemplar(self._cast(ex.tensor), self._cast(m_ex))
+        return ExemplarStyle(code, self._mask_out(code.mask, ex), ex.notes)
+
+    @torch.inference_mode()
+    def translate_batch(self, inputs: Sequence, exemplar, input_masks: Sequence | None = None,
+                        batch_size: int = 16, progress: bool = False) -> list[TranslationResult]:
+        """Translate many inputs with one exemplar (image or ExemplarStyle), batch_size at a time."""
+        if isinstance(inputs, (str, os.PathLike, torch.Tensor, np.ndarray)) or not hasattr(inputs, "__len__"):
+            raise TranslatorError("translate_batch takes a list of inputs; use translate for one image")
+        if input_masks is not None and len(input_masks) != len(inputs):
+            raise TranslatorError(f"{len(input_masks)} input masks for {len(inputs)} inputs")
+        if batch_size < 1:
+            raise TranslatorError(f"batch_size must be >= 1, got {batch_size}")
+        style = exemplar if isinstance(exemplar, ExemplarStyle) else self.encode_exemplar(exemplar)
+        masks = list(input_masks) if input_masks is not None else [None] * len(inputs)
+        results: list[TranslationResult] = []
+        starts = range(0, len(inputs), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="translating", unit="batch")
+        for start in starts:
+            chunk = [self._prepare(x, f"input {start + i}") for i, x in enumerate(inputs[start:start + batch_size])]
+            chunk_masks = [self._prepare_mask(m, p, f"input_masks[{start + i}]")
+                           for i, (m, p) in enumerate(zip(masks[start:start + batch_size], chunk))]
+            results.extend(self._translate_group(chunk, chunk_masks, style))
+        return results
+
+    def _translate_group(self, prepared: list[_Prepared], masks: list, style: ExemplarStyle):
+        # Images of one working size run as one batch; mixed sizes (resize="none") run one by one.
+        shapes = {p.tensor.shape for p in prepared}
+        if len(shapes) > 1 or any(m is None for m in masks) != all(m is None for m in masks):
+            return [self._translate_group([p], [m], style)[0] for p, m in zip(prepared, masks)]
+        x = torch.cat([p.tensor for p in prepared])
+        m = None if masks[0] is None else torch.cat(masks)
+        out = self.generator.translate_encoded(self._cast(x), style.code, self._cast(m))
+        return [self._result(out.image[i:i + 1], out.input_mask[i:i + 1], p, style.mask, p.notes + style.notes)
+                for i, p in enumerate(prepared)]
+
+    # -- pre- and post-processing -----------------------------------------------------------------
+    def _prepare(self, image, role: str) -> _Prepared:
+        notes: list[str] = []
+        like = None
+        if isinstance(image, (str, os.PathLike)):
+            pil, notes = load_image(image)
+            kind, tensor = "pil", _pil_to_tensor(pil)
+        elif _is_pil(image):
+            pil, notes = to_rgb(image, role)
+            kind, tensor = "pil", _pil_to_tensor(pil)
+        elif isinstance(image, np.ndarray):
+            kind, tensor = "numpy", _array_to_tensor(image, role, notes)
+        elif isinstance(image, torch.Tensor):
+            kind, like, tensor = "tensor", image, _check_tensor(image, role)
+        else:
+            raise TranslatorError(f"{role}: unsupported type {type(image).__name__}; pass a path, a PIL image, "
+                                  "a uint8 HWC numpy array or a float tensor in [-1, 1]")
+        size = (tensor.shape[-2], tensor.shape[-1])
+        tensor = self._to_working_size(tensor.to(self.device), role, notes)
+        return _Prepared(tensor, size, kind, like, notes)
+
+    def _to_working_size(self, x: torch.Tensor, role: str, notes: list[str]) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if self.resize == "none":
+            k = self.config.size_multiple
+            if h % k or w % k:
+                raise TranslatorError(f"{role} is {w}x{h}; with resize='none' both sides must be multiples of {k}")
+            return x
+        s = self.config.image_size
+        if (h, w) != (s, s):
+            notes.append(f"{role}: {w}x{h} resized to {s}x{s} for the model (aspect ratio not kept); "
+                         "outputs resized back")
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
+        return x
+
+    def _prepare_mask(self, mask, image: _Prepared, role: str) -> torch.Tensor | None:
+        """A user mask at its image's size -> (1, 1, h, w) at content resolution, float32 in [0, 1]."""
+        if mask is None:
+            return None
+        m = _mask_to_tensor(mask, role)
+        if tuple(m.shape[-2:]) != image.size:
+            raise TranslatorError(f"{role} is {m.shape[-1]}x{m.shape[-2]} but its image is "
+                                  f"{image.size[1]}x{image.size[0]}; a mask must have its image's size")
+        work = image.tensor.shape[-2:]
+        scale = self.config.mask_scale
+        content = (work[0] // scale, work[1] // scale)
+        m = m.to(self.device)
+        if tuple(m.shape[-2:]) != tuple(work):
+            m = F.interpolate(m, size=tuple(work), mode="bilinear", align_corners=False, antialias=True)
+        return F.interpolate(m, size=content, mode="area").clamp_(0, 1)
+
+    def _cast(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(self.dtype)
+
+    def _result(self, image, input_mask, src: _Prepared, exemplar_mask, notes) -> TranslationResult:
+        out = F.interpolate(image.float(), size=src.size, mode="bilinear", align_corners=False, antialias=True) \
+            if tuple(image.shape[-2:]) != src.size else image.float()
+        return TranslationResult(_image_out(out.clamp(-1, 1), src), self._mask_out(input_mask, src),
+                                 exemplar_mask, list(notes))
+
+    def _mask_out(self, m: torch.Tensor, image: _Prepared):
+        m = F.interpolate(m.float(), size=image.size, mode="bilinear", align_corners=False).clamp(0, 1)
+        if image.kind == "tensor":
+            return m[0] if image.like.dim() == 3 else m
+        array = m[0, 0].cpu().numpy()
+        if image.kind == "numpy":
+            return array
+        from PIL import Image
+
+        return Image.fromarray(np.round(array * 255).astype(np.uint8), mode="L")
+
+
+# -- conversions ----------------------------------------------------------------------------------
+
+def _is_pil(x) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        return False
+    return isinstance(x, Image.Image)
+
+
+def _pil_to_tensor(pil) -> torch.Tensor:
+    return _uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
+
+
+def _uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float()
+    return t / 127.5 - 1.0
+
+
+def _array_to_tensor(array: np.ndarray, role: str, notes: list[str]) -> torch.Tensor:
+    if array.dtype != np.uint8:
+        raise TranslatorError(f"{role}: numpy images must be uint8 HxWx3 (got dtype {array.dtype}); pass "
+                              "floats as a torch tensor in [-1, 1] of shape (3, H, W)")
+    if array.ndim == 2:
+        notes.append(f"{role}: grayscale array converted to RGB")
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        notes.append(f"{role}: RGBA array composited onto white and converted to RGB (alpha dropped)")
+        alpha = array[:, :, 3:].astype(np.float32) / 255.0
+        array = np.round(array[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    elif array.ndim == 3 and array.shape[2] == 1:
+        notes.append(f"{role}: single-channel array converted to RGB")
+        array = np.repeat(array, 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise TranslatorError(f"{role}: numpy images must be HxWx3 uint8 (HWC); got shape {array.shape}")
+    if min(array.shape[:2]) < 1:
+        raise TranslatorError(f"{role}: empty image of shape {array.shape}")
+    return _uint8_to_tensor(array)
+
+
+def _check_tensor(t: torch.Tensor, role: str) -> torch.Tensor:
+    if not t.is_floating_point():
+        raise TranslatorError(f"{role}: tensors must be floating point in [-1, 1] (got {t.dtype}); "
+                              "uint8 images go in as numpy HWC arrays")
+    if t.dim() == 4 and t.shape[0] != 1:
+        raise TranslatorError(f"{role}: translate takes one image, got a batch of {t.shape[0]}; "
+                              "use translate_batch")
+    if t.dim() not in (3, 4) or t.shape[-3] != 3:
+        raise TranslatorError(f"{role}: tensors must have shape (3, H, W) or (1, 3, H, W); got {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise TranslatorError(f"{role}: empty tensor of shape {tuple(t.shape)}")
+    x = t.detach().reshape(1, 3, *t.shape[-2:]).float()
+    if not torch.isfinite(x).all():
+        raise TranslatorError(f"{role}: tensor contains NaN or infinite values")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1.001 or hi > 1.001:
+        raise TranslatorError(f"{role}: tensor values must lie in [-1, 1]; got [{lo:.3g}, {hi:.3g}] "
+                              "(images in [0, 1] need x * 2 - 1)")
+    return x.clamp(-1, 1)
+
+
+def _mask_to_tensor(mask, role: str) -> torch.Tensor:
+    if isinstance(mask, (str, os.PathLike)):
+        try:
+            array = load_mask(mask)
+        except ImageError as exc:
+            raise TranslatorError(f"{role}: {exc}") from None
+        t = torch.from_numpy(array)
+    elif _is_pil(mask):
+        t = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
+    elif isinstance(mask, np.ndarray):
+        t = torch.from_numpy(mask.astype(np.float32) / 255.0 if mask.dtype == np.uint8 else mask.astype(np.float32))
+    elif isinstance(mask, torch.Tensor):
+        t = mask.detach().float().cpu()
+    else:
+        raise TranslatorError(f"{role}: unsupported mask type {type(mask).__name__}")
+    while t.dim() > 2 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 2:
+        raise TranslatorError(f"{role}: a mask must be a single channel (H, W); got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise TranslatorError(f"{role}: mask contains NaN or infinite values")
+    if t.min() < 0 or t.max() > 1:
+        raise TranslatorError(f"{role}: mask values must lie in [0, 1]; got [{t.min():.3g}, {t.max():.3g}]")
+    return t[None, None]
+
+
+def _image_out(x: torch.Tensor, src: _Prepared):
+    if src.kind == "tensor":
+        like = src.like
+        return x.reshape(like.shape).to(device=like.device, dtype=like.dtype)
+    array = ((x[0].permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+    if src.kind == "numpy":
+        return array
+    from PIL import Image
+
+    return Image.fromarray(array, mode="RGB")
+
+
+def _parse_device(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TranslatorError("device 'cuda' requested but CUDA is not available in this PyTorch build")
+    return device
+
+
+def _parse_dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise TranslatorError(f"dtype must be one of {list(DTYPES)}, got {dtype}")
+        return dtype
+    if dtype not in DTYPES:
+        raise TranslatorError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise TranslatorError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _resolve_model_backend(backend: str, device: torch.device) -> str:
+    """Map a Translator backend name onto the op backend the model's layers use."""
+    if backend == "eager":
+        return "reference"
+    try:
+        return ops.resolve_backend(backend, device)
+    except ValueError as exc:
+        raise TranslatorError(f"backend {backend!r} is not usable here: {exc}; choose from "
+                              f"{list(MODEL_BACKENDS) + ops.available_backends()}") from None
