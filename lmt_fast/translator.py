@@ -208,8 +208,8 @@ class Translator:
             return x
         s = self.config.image_size
         if (h, w) != (s, s):
-            notes.append(f"{role}: {w}x{h} resized to {s}x{s} for the model (aspect ratio not kept); "
-                         "outputs resized back")
+            back = f"; its outputs are resized back to {w}x{h}" if role.startswith("input") else ""
+            notes.append(f"{role}: {w}x{h} resized to {s}x{s} for the model (aspect ratio not kept){back}")
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
         return x
 
@@ -265,7 +265,7 @@ def _pil_to_tensor(pil) -> torch.Tensor:
 
 
 def _uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float()
     return t / 127.5 - 1.0
 
 

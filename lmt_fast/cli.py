@@ -1,0 +1,166 @@
+"""`lmt-fast`: translate images, inspect the installation, make and convert checkpoints.
+
+User errors (a missing or corrupt image, a bad checkpoint, a mask of the wrong size...) end with one line
+on stderr naming the problem and exit code 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    from lmt_fast.io import CheckpointError, ImageError
+    from lmt_fast.translator import TranslatorError
+
+    try:
+        return args.run(args) or 0
+    except (CheckpointError, ImageError, TranslatorError, FileNotFoundError, IsADirectoryError,
+            PermissionError) as exc:
+        print(f"lmt-fast: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmt-fast", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(title="commands")
+
+    p = sub.add_parser("translate", help="apply an exemplar's local style to an input image")
+    p.add_argument("input", help="input image file")
+    p.add_argument("exemplar", help="exemplar image file (its style is applied where the mask says)")
+    p.add_argument("-o", "--output", required=True, help="output image file (.png, .jpg, ...)")
+    p.add_argument("--checkpoint", help="checkpoint directory or .safetensors file (default: the embedded model)")
+    p.add_argument("--input-mask", help="grayscale PNG at the input's size; replaces the learned input mask")
+    p.add_argument("--exemplar-mask", help="grayscale PNG at the exemplar's size; replaces the learned mask")
+    p.add_argument("--save-masks", metavar="DIR", help="write input_mask.png and exemplar_mask.png here")
+    _add_runtime_options(p)
+    p.set_defaults(run=_translate)
+
+    p = sub.add_parser("info", help="versions, devices and available backends")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_info)
+
+    p = sub.add_parser("init-checkpoint", help="write a freshly initialised (untrained) checkpoint")
+    p.add_argument("output", help="checkpoint directory or .safetensors file to write")
+    p.add_argument("--preset", choices=("tiny", "paper"), default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compat", choices=("paper", "official"), default="paper")
+    p.set_defaults(run=_init_checkpoint)
+    return parser
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--backend", default="auto", help="op backend: auto, eager, or one listed by `lmt-fast info`")
+    p.add_argument("--resize", default="model", choices=("model", "none"),
+                   help="model: resize to the model's size and back (default); none: run at the image's size")
+
+
+def _translator(args):
+    from lmt_fast.translator import Translator
+
+    options = dict(device=args.device, dtype=args.dtype, backend=args.backend, resize=args.resize)
+    if args.checkpoint:
+        return Translator.load(args.checkpoint, **options)
+    return Translator.from_pretrained(**options)
+
+
+def _translate(args) -> int:
+    from lmt_fast.io import save_image
+
+    output = Path(args.output)
+    if output.exists() and output.is_dir():
+        raise IsADirectoryError(f"output {output} is a directory; give a file name such as out.png")
+    translator = _translator(args)
+    result = translator.translate(args.input, args.exemplar, input_mask=args.input_mask,
+                                  exemplar_mask=args.exemplar_mask)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    save_image(result.image, output)
+    print(f"wrote {output} ({result.image.width}x{result.image.height})")
+    if args.save_masks:
+        folder = Path(args.save_masks)
+        save_image(result.input_mask, folder / "input_mask.png")
+        save_image(result.exemplar_mask, folder / "exemplar_mask.png")
+        print(f"wrote {folder / 'input_mask.png'} and {folder / 'exemplar_mask.png'}")
+    return 0
+
+
+def _init_checkpoint(args) -> int:
+    import torch
+
+    from lmt_fast.io import save_checkpoint
+    from lmt_fast.models import LOMITConfig, LOMITGenerator
+
+    torch.manual_seed(args.seed)
+    preset = LOMITConfig.paper if args.preset == "paper" else LOMITConfig.tiny
+    generator = LOMITGenerator(preset(compat=args.compat))
+    path = save_checkpoint(generator, args.output, extra={"note": f"untrained, seed {args.seed}"})
+    print(f"wrote untrained {args.preset} checkpoint to {path}")
+    return 0
+
+
+def collect_info() -> dict:
+    """What this installation can do: versions, devices, op backends and why others are missing."""
+    import importlib
+
+    import torch
+
+    import lmt_fast
+    from lmt_fast import _extension, ops
+    from lmt_fast.translator import DEFAULT_MODEL
+
+    versions = {"lmt_fast": lmt_fast.__version__, "python": platform.python_version(), "torch": torch.__version__}
+    for name in ("numpy", "PIL", "safetensors", "onnx", "onnxruntime", "triton", "tensorrt"):
+        try:
+            versions[name] = getattr(importlib.import_module(name), "__version__", "installed")
+        except ImportError:
+            versions[name] = None
+    devices = {"cpu": platform.processor() or platform.machine(), "cuda_available": torch.cuda.is_available(),
+               "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
+    unavailable = {}
+    if _extension.extension is None:
+        unavailable["cpu/cuda extension"] = _extension.unavailable_reason
+    if versions["triton"] is None:
+        unavailable["triton"] = "triton is not installed (pip install 'lmt_fast[triton]')"
+    return {
+        "versions": versions,
+        "devices": devices,
+        "op_backends": {"registered": ops.available_backends(), "auto_on_cpu": ops.resolve_backend("auto", "cpu"),
+                        "unavailable": unavailable},
+        "default_model": str(DEFAULT_MODEL) if (DEFAULT_MODEL / "config.json").is_file() else None,
+    }
+
+
+def _info(args) -> int:
+    info = collect_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print("versions:")
+    for name, version in info["versions"].items():
+        print(f"  {name:12s} {version or 'not installed'}")
+    dev = info["devices"]
+    print(f"devices:\n  cpu          {dev['cpu']}\n  cuda         "
+          + (", ".join(dev["cuda_devices"]) if dev["cuda_available"] else "not available"))
+    backends = info["op_backends"]
+    print(f"op backends:\n  registered   {', '.join(backends['registered'])}\n  auto on cpu  {backends['auto_on_cpu']}")
+    for name, why in backends["unavailable"].items():
+        print(f"  {name}: {why}")
+    print(f"default model: {info['default_model'] or 'not shipped yet'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
