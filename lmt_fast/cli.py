@@ -56,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compat", choices=("paper", "official"), default="paper")
     p.set_defaults(run=_init_checkpoint)
+
+    p = sub.add_parser("convert-official", help="convert official LOMIT .pth weights to an lmt_fast checkpoint")
+    p.add_argument("generator", help="official G_exemplar_*.pth (a state dict)")
+    p.add_argument("-o", "--output", required=True, help="checkpoint directory or .safetensors file to write")
+    p.add_argument("--discriminator", help="official D_exemplar_*.pth, kept for fine-tuning")
+    p.add_argument("--attributes", help="comma-separated attribute names (default: the official hair/smile four)")
+    p.add_argument("--image-size", type=int, help="training size when no discriminator is given (default 128)")
+    p.add_argument("--compat", choices=("official", "paper"), default="official",
+                   help="official: reproduce the official outputs (default); paper: the paper's HAdaIN")
+    p.set_defaults(run=_convert_official)
     return parser
 
 
@@ -108,6 +118,50 @@ def _init_checkpoint(args) -> int:
     generator = LOMITGenerator(preset(compat=args.compat))
     path = save_checkpoint(generator, args.output, extra={"note": f"untrained, seed {args.seed}"})
     print(f"wrote untrained {args.preset} checkpoint to {path}")
+    return 0
+
+
+def _read_official(path: str) -> dict:
+    """An official .pth state dict, read with torch's weights-only unpickler (no code runs)."""
+    import pickle
+
+    import torch
+
+    from lmt_fast.io import CheckpointError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"official checkpoint not found: {path}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise CheckpointError(f"{path} is not a readable weights-only PyTorch state dict ({exc})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def _convert_official(args) -> int:
+    from lmt_fast.io import CheckpointError, save_checkpoint
+    from lmt_fast.models import LOMITDiscriminator, LOMITGenerator
+    from lmt_fast.models.official import convert_official_state_dict, infer_official_config
+
+    g_state = _read_official(args.generator)
+    d_state = _read_official(args.discriminator) if args.discriminator else None
+    attributes = [a.strip() for a in args.attributes.split(",") if a.strip()] if args.attributes else None
+    try:
+        cfg = infer_official_config(g_state, d_state, attributes, args.image_size, args.compat)
+        ours_g, ours_d = convert_official_state_dict(g_state, cfg, d_state)
+        generator = LOMITGenerator(cfg)
+        generator.load_state_dict(ours_g)
+        discriminator = None
+        if ours_d is not None:
+            discriminator = LOMITDiscriminator(cfg)
+            discriminator.load_state_dict(ours_d)
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot convert {args.generator}: {exc}") from None
+    path = save_checkpoint(generator, args.output, discriminator,
+                           extra={"converted_from": str(Path(args.generator).name)})
+    print(f"wrote {path} (compat={cfg.compat}, image_size={cfg.image_size}, base_dim={cfg.base_dim})")
     return 0
 
 

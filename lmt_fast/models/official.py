@@ -105,3 +105,40 @@ def convert_official_state_dict(generator_state: dict[str, torch.Tensor], cfg: L
     if discriminator_state is not None:
         disc = _rename(dict(discriminator_state), _discriminator_rules(cfg), "discriminator")
     return converted, disc
+
+
+def _count(state: dict, pattern: str) -> int:
+    regex = re.compile(pattern)
+    return len({m.group(1) for k in state if (m := regex.match(k))})
+
+
+def infer_official_config(generator_state: dict[str, torch.Tensor],
+                          discriminator_state: dict[str, torch.Tensor] | None = None,
+                          attributes=None, image_size: int | None = None, compat: str = "official") -> LOMITConfig:
+    """Read the constructor arguments of an official checkpoint off its tensor shapes."""
+    try:
+        conv_dim = generator_state["c_encoder.main.0.conv.weight"].shape[0]
+        style_dim = generator_state["decoder.f_mlp.main.0.fc.weight"].shape[1]
+        mlp_dim = generator_state["decoder.f_mlp.main.0.fc.weight"].shape[0]
+    except KeyError as exc:
+        raise ValueError(f"not an official LOMIT generator state dict (no {exc.args[0]})") from None
+    repeat_num = 2 * _count(generator_state, r"^c_encoder\.main\.(\d+)\.main\.")
+    kwargs = dict(conv_dim=conv_dim, repeat_num=repeat_num, style_dim=style_dim, mlp_dim=mlp_dim, compat=compat)
+    n_attr = None
+    if discriminator_state is not None:
+        d_layers = _count(discriminator_state, r"^main\.(\d+)\.")
+        cls_weight = discriminator_state["conv2.weight"]
+        n_attr = cls_weight.shape[0]
+        kwargs.update(d_conv_dim=discriminator_state["main.0.conv.weight"].shape[0], d_repeat_num=d_layers,
+                      image_size=cls_weight.shape[-1] * 2 ** d_layers)
+        if image_size is not None and image_size != kwargs["image_size"]:
+            raise ValueError(f"image_size {image_size} does not match the discriminator's ({kwargs['image_size']})")
+    elif image_size is not None:
+        kwargs["image_size"] = image_size
+    if attributes is not None:
+        if n_attr is not None and len(attributes) != n_attr:
+            raise ValueError(f"{len(attributes)} attribute names given, the discriminator has {n_attr} outputs")
+        kwargs["attributes"] = tuple(attributes)
+    elif n_attr is not None and n_attr != len(DEFAULT_ATTRIBUTES):
+        kwargs["attributes"] = tuple(f"attribute_{i}" for i in range(n_attr))
+    return official_config(**kwargs)
