@@ -87,11 +87,15 @@ def _translator(args):
 
 
 def _translate(args) -> int:
-    from lmt_fast.io import save_image
+    from lmt_fast.io import ImageError, check_image_path, save_image
 
-    output = Path(args.output)
-    if output.exists() and output.is_dir():
-        raise IsADirectoryError(f"output {output} is a directory; give a file name such as out.png")
+    # Check where the results go before spending time on the translation.
+    output = check_image_path(args.output)
+    if args.save_masks:
+        folder = Path(args.save_masks)
+        if folder.exists() and not folder.is_dir():
+            raise ImageError(f"--save-masks {folder} is a file, not a directory")
+        check_image_path(folder / "input_mask.png")
     translator = _translator(args)
     result = translator.translate(args.input, args.exemplar, input_mask=args.input_mask,
                                   exemplar_mask=args.exemplar_mask)
@@ -100,7 +104,6 @@ def _translate(args) -> int:
     save_image(result.image, output)
     print(f"wrote {output} ({result.image.width}x{result.image.height})")
     if args.save_masks:
-        folder = Path(args.save_masks)
         save_image(result.input_mask, folder / "input_mask.png")
         save_image(result.exemplar_mask, folder / "exemplar_mask.png")
         print(f"wrote {folder / 'input_mask.png'} and {folder / 'exemplar_mask.png'}")

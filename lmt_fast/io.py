@@ -67,11 +67,11 @@ def save_checkpoint(generator: nn.Module, path: str | os.PathLike, discriminator
         tensors.update(_prefixed(discriminator, "discriminator."))
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(header)}))
+        _atomic({path: lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(header)})})
     else:
         path.mkdir(parents=True, exist_ok=True)
-        _atomic(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
-        _atomic(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(header, indent=2) + "\n"))
+        _atomic({path / WEIGHTS_FILE: lambda tmp: save_file(tensors, tmp),
+                 path / CONFIG_FILE: lambda tmp: Path(tmp).write_text(json.dumps(header, indent=2) + "\n")})
     return path
 
 
@@ -79,10 +79,18 @@ def _prefixed(module: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     return {prefix + k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
 
 
-def _atomic(final: Path, write) -> None:
-    tmp = final.with_name(final.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, final)
+def _atomic(writers: dict) -> None:
+    """Write every file to a temporary name first and rename them only when all writes succeeded, so an
+    interrupted save keeps the previous checkpoint whole and leaves no temporary files behind."""
+    temps = {final: final.with_name(final.name + ".tmp") for final in writers}
+    try:
+        for final, write in writers.items():
+            write(str(temps[final]))
+        for final, tmp in temps.items():
+            os.replace(tmp, final)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -165,6 +173,13 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     except Exception as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
 
+    stray = sorted(k for k in tensors if not k.startswith(("generator.", "discriminator.")))
+    if stray:
+        raise CheckpointError(f"{path} does not fit its config: unexpected {len(stray)} key(s) outside "
+                              f"generator./discriminator.: {_preview(stray)}")
+    saved_compat = header["config"].get("compat", "paper")
+    if config.compat != saved_compat:
+        tensors = _switch_compat(tensors, saved_compat, config.compat, path)
     generator = LOMITGenerator(config)
     _load_into(generator, tensors, "generator.", path)
     disc = None
@@ -176,6 +191,18 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         disc.to(device)
     generator.to(device).eval()
     return Checkpoint(config, generator, disc, header, Path(path))
+
+
+def _switch_compat(tensors: dict, saved: str, wanted: str, path) -> dict:
+    """official -> paper drops the content encoder's running instance-norm statistics (the paper uses
+    per-instance statistics); paper -> official cannot invent them."""
+    from lmt_fast.models.official import is_running_instance_stat
+
+    if wanted == "paper":
+        return {k: v for k, v in tensors.items()
+                if not (k.startswith("generator.") and is_running_instance_stat(k[len("generator."):]))}
+    raise CheckpointError(f"{path} was saved with compat={saved!r} and has no running instance-norm "
+                          f"statistics, which compat={wanted!r} needs")
 
 
 def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path) -> None:
@@ -206,7 +233,7 @@ def _preview(keys: list[str], limit: int = 5) -> str:
 
 def load_image(path: str | os.PathLike):
     """Open an image file as RGB. Returns (PIL image, notes) where notes say what was converted."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.exists():
@@ -218,11 +245,19 @@ def load_image(path: str | os.PathLike):
     try:
         with Image.open(path) as img:
             img.load()
-            return to_rgb(img, str(path))
+            upright = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+            rgb, notes = to_rgb(upright, str(path))
+            if _has_rotation(img):
+                notes.append(f"{path}: rotated upright as its EXIF orientation says")
+            return rgb, notes
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not an image file that Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise ImageError(f"{path} could not be decoded ({exc})") from None
+
+
+def _has_rotation(img) -> bool:
+    return img.getexif().get(0x0112, 1) not in (1, None)  # 0x0112: EXIF Orientation
 
 
 def to_rgb(img, name: str = "image"):
@@ -247,11 +282,19 @@ def to_rgb(img, name: str = "image"):
 
 
 def _scale_to_8bit(img):
+    """16-bit and float grayscale to 8 bits. The range comes from the mode, not from the pixel values,
+    so a dark 16-bit image stays dark: I;16* spans 0..65535, float images 0..1; mode I (32-bit int, as
+    Pillow opens 16-bit PNGs) spans 0..65535 unless its values exceed that."""
     import numpy as np
     from PIL import Image
 
     a = np.asarray(img, dtype=np.float64)
-    hi = 65535.0 if a.max() > 255 else 255.0
+    if img.mode == "F":
+        hi = 1.0 if a.size == 0 or a.max() <= 1.0 else float(a.max())
+    elif img.mode == "I" and a.size and a.max() > 65535:
+        hi = float(a.max())
+    else:
+        hi = 65535.0
     return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
 
 
@@ -276,9 +319,27 @@ def save_image(image, path: str | os.PathLike) -> Path:
     """Write a PIL image, creating the parent directory; the format follows the suffix."""
     from PIL import Image
 
+    path = check_image_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        raise ImageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def check_image_path(path: str | os.PathLike) -> Path:
+    """An output image path whose format Pillow can tell from the suffix and which is not a directory."""
+    from PIL import Image
+
     path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"output {path} is a directory; give a file name such as out.png")
     if path.suffix.lower() not in Image.registered_extensions():
         raise ImageError(f"cannot tell the image format of {path} from its suffix; use .png or .jpg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ImageError(f"cannot write {path}: {parent} is a file, not a directory")
+            break
     return path

@@ -82,6 +82,11 @@ def _rename(state: dict[str, torch.Tensor], rules, what: str) -> dict[str, torch
 _IN_RUNNING = re.compile(r"^content_encoder\..*\.norm\.(running_mean|running_var|num_batches_tracked)$")
 
 
+def is_running_instance_stat(key: str) -> bool:
+    """A generator key holding the content encoder's running IN statistics (compat="official" only)."""
+    return bool(_IN_RUNNING.match(key))
+
+
 def convert_official_state_dict(generator_state: dict[str, torch.Tensor], cfg: LOMITConfig,
                                 discriminator_state: dict[str, torch.Tensor] | None = None):
     """Rename official state dicts onto LOMITGenerator / LOMITDiscriminator keys.
@@ -100,7 +105,7 @@ def convert_official_state_dict(generator_state: dict[str, torch.Tensor], cfg: L
         del state[key]
     converted = _rename(state, _generator_rules(cfg), "generator")
     if cfg.compat == "paper":
-        converted = {k: v for k, v in converted.items() if not _IN_RUNNING.match(k)}
+        converted = {k: v for k, v in converted.items() if not is_running_instance_stat(k)}
     disc = None
     if discriminator_state is not None:
         disc = _rename(dict(discriminator_state), _discriminator_rules(cfg), "discriminator")
