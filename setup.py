@@ -85,11 +85,12 @@ setup(
     include_package_data=True,
     install_requires=["torch>=2.4", "numpy", "pillow", "safetensors"],
     extras_require={
-        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript"],
         "train": ["tqdm", "tensorboard"],
         "triton": ["triton>=3.0"],
         "trt": ["tensorrt", "cuda-python"],
-        "dev": ["pytest>=7", "tqdm", "onnx>=1.16", "onnxruntime>=1.18"],
+        # what the test suite uses (CI adds the triton extra to run the kernels in the interpreter)
+        "dev": ["pytest>=7", "tqdm", "tensorboard", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript"],
     },
     entry_points={"console_scripts": ["lmt-fast=lmt_fast.cli:main", "lmt-train=lmt_train.cli:main"]},
     ext_modules=ext_modules,
