@@ -186,9 +186,11 @@ def collect_info() -> dict:
             versions[name] = None
     devices = {"cpu": platform.processor() or platform.machine(), "cuda_available": torch.cuda.is_available(),
                "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
-    unavailable = {}
+    from lmt_fast.ops.backends import unavailable as backend_problems
+
+    unavailable = dict(backend_problems)
     if _extension.extension is None:
-        unavailable["cpu/cuda extension"] = _extension.unavailable_reason
+        unavailable["compiled extension"] = _extension.unavailable_reason
     if versions["triton"] is None:
         unavailable["triton"] = "triton is not installed (pip install 'lmt_fast[triton]')"
     return {

@@ -4,6 +4,13 @@ Everything here uses LOMITConfig.tiny() and small images so that the suites run 
 """
 from __future__ import annotations
 
+import os
+
+# Triton kernels run on CPU tensors in Triton's interpreter; the switch must be set before triton is
+# imported, so it is set here, before any test module imports lmt_fast. GPU machines run them natively.
+if os.environ.get("LMT_FAST_TEST_GPU", "0") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from dataclasses import dataclass
 from pathlib import Path
 

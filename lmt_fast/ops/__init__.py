@@ -71,3 +71,12 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, activation=None, residual=No
     reference.check_norm_args(x, weight, bias, eps, activation, residual)
     impl = implementation("layer_norm", backend, x, weight, bias, residual)
     return impl(x, weight, bias, eps, activation, residual)
+
+
+def _load_backends():
+    from .backends import load_optional_backends
+
+    load_optional_backends()
+
+
+_load_backends()
