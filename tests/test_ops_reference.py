@@ -621,6 +621,8 @@ def test_registered_backend_takes_priority_for_the_ops_it_implements(registry, g
 
 
 def test_device_filter(registry):
+    registry._REGISTRY.clear()  # only the reference, whatever kernels this install has
+    registry.register_backend("reference", ops.reference.IMPLS, differentiable=True)
     registry.register_backend("gpu_only", {"layer_norm": lambda *a: None}, devices=("cuda",))
     assert "gpu_only" in ops.available_backends()
     assert "gpu_only" not in ops.available_backends("cpu")
@@ -630,6 +632,8 @@ def test_device_filter(registry):
 
 
 def test_register_backend_accepts_a_module_and_rejects_bad_tables(registry):
+    registry._REGISTRY.clear()  # the real cpu/cuda/triton backends would clash with the names used here
+    registry.register_backend("reference", ops.reference.IMPLS, differentiable=True)
     module = types.ModuleType("fake_kernels")
     module.instance_norm = ops.reference.instance_norm_impl
     module.helper = lambda: None  # not an op name: ignored for modules
