@@ -25,6 +25,8 @@ _SYNTHETIC_EXPORTS = (
     "save_sample_images",
 )
 _LAZY_EXPORTS = {name: ".synthetic" for name in _SYNTHETIC_EXPORTS}
+_LAZY_EXPORTS.update({name: ".folder" for name in ("AttributeFolder", "DatasetError", "LabelledImages")})
+_LAZY_EXPORTS.update({name: ".celeba" for name in ("CelebA", "HAIR_COLOUR_ATTRIBUTES")})
 
 __all__ = sorted(_LAZY_EXPORTS)
 
