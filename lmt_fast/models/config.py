@@ -59,10 +59,10 @@ class LOMITConfig:
             raise ValueError("attributes must name at least one attribute")
         if self.image_size % self.size_multiple:
             raise ValueError(f"image_size {self.image_size} must be a multiple of {self.size_multiple}")
-        if self.image_size % (2 ** self.d_layers):
+        if self.image_size % (2 ** self.d_layers) or self.image_size // 2 ** self.d_layers < 2:
             raise ValueError(
-                f"image_size {self.image_size} must be divisible by 2**d_layers = {2 ** self.d_layers} "
-                "(the discriminator's attribute head is a conv over the final map)"
+                f"image_size {self.image_size} must be a multiple of 2**d_layers = {2 ** self.d_layers} and at "
+                "least twice it (the discriminator's heads run on its final map, which must be >= 2x2)"
             )
 
     # -- derived sizes ---------------------------------------------------------------------------
