@@ -66,7 +66,56 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compat", choices=("official", "paper"), default="official",
                    help="official: reproduce the official outputs (default); paper: the paper's HAdaIN")
     p.set_defaults(run=_convert_official)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (and a Triton model repository)",
+                       description="Export the generator to ONNX with lmt_fast's I/O contract "
+                                   "(see lmt_fast/export/contract.py): dynamic batch and image size.")
+    p.add_argument("checkpoint", help="checkpoint directory or .safetensors file")
+    p.add_argument("-o", "--output", help="the .onnx file to write (a directory with --exemplar-cached)")
+    p.add_argument("--with-masks", nargs="?", const="both", choices=("input", "exemplar", "both"),
+                   help="add mask inputs that replace the learned masks (default when given: both)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"),
+                   help="float16: an FP16-typed graph with float32 normalisation statistics")
+    p.add_argument("--io", default="float", choices=("float", "uint8"),
+                   help="uint8: images in and out as uint8 NHWC RGB, converted inside the graph")
+    p.add_argument("--exemplar-cached", action="store_true",
+                   help="write style_encoder.onnx and translate.onnx (encode an exemplar once) into -o DIR")
+    p.add_argument("--custom-ops", action="store_true",
+                   help="highway AdaIN as one lmt::RegionAdaIN node (needs the TensorRT plugin to run)")
+    p.add_argument("--compat", choices=("paper", "official"), help="override the checkpoint's compat mode")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18; TensorRT 10 reads 9-20)")
+    p.add_argument("--cache", action="store_true",
+                   help="reuse / keep the graphs in the export cache ($LMT_FAST_ONNX_CACHE or ~/.cache/lmt_fast/onnx)")
+    _add_triton_options(p)
+    p.add_argument("--plan", help="with --triton-repo: serve this TensorRT engine (tensorrt_plan) instead of the ONNX")
+    p.set_defaults(run=_export)
+
+    p = sub.add_parser("build-engine", help="build a TensorRT engine from an exported ONNX graph",
+                       description="Build a TensorRT engine with the TensorRT Python builder. Equivalent "
+                                   "trtexec line: --print-trtexec.")
+    p.add_argument("onnx", help="a .onnx file written by lmt-fast export")
+    p.add_argument("-o", "--output", required=True, help="the engine (.plan) to write")
+    p.add_argument("--profile", action="append", default=[], metavar="NAME:MIN:OPT:MAX",
+                   help="shape range of one input, shapes like 1x3x128x128 (repeat per input; the others "
+                        "follow the sizes they share). Default: batch 1..--max-batch at the model's image size")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch of the default profile (default 8)")
+    p.add_argument("--workspace", type=int, metavar="MIB", help="builder workspace limit in MiB")
+    p.add_argument("--fp16", action="store_true",
+                   help="TensorRT 10 only: FP16 kernels for a float32 graph (TensorRT 11 is strongly typed: "
+                        "export with --dtype float16 instead)")
+    p.add_argument("--plugin", action="append", default=[], metavar="LIB.so",
+                   help="TensorRT plugin library to load (graphs exported with --custom-ops)")
+    p.add_argument("--print-trtexec", action="store_true", help="print the equivalent trtexec command and exit")
+    p.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
+    _add_triton_options(p)
+    p.set_defaults(run=_build_engine)
     return parser
+
+
+def _add_triton_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--triton-repo", metavar="DIR", help="also write a Triton Inference Server model repository")
+    p.add_argument("--model-name", default="lomit", help="Triton model name (default: lomit)")
+    p.add_argument("--max-batch-size", type=int, default=8, help="Triton max_batch_size (default 8)")
 
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -165,6 +214,117 @@ def _convert_official(args) -> int:
     path = save_checkpoint(generator, args.output, discriminator,
                            extra={"converted_from": str(Path(args.generator).name)})
     print(f"wrote {path} (compat={cfg.compat}, image_size={cfg.image_size}, base_dim={cfg.base_dim})")
+    return 0
+
+
+def _export_user_errors():
+    """Errors of export / build-engine that are the user's to fix (one line, exit code 2)."""
+    from lmt_fast.export.contract import ContractError
+    from lmt_fast.export.coverage import UnsupportedOpsError
+    from lmt_fast.export.onnx import ExportError
+    from lmt_fast.export.tensorrt import EngineBuildError, TensorRTUnavailableError
+
+    return (ContractError, UnsupportedOpsError, ExportError, EngineBuildError, TensorRTUnavailableError, ValueError)
+
+
+def _user_error(exc: Exception) -> int:
+    print(f"lmt-fast: error: {exc}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _export(args) -> int:
+    try:
+        return _run_export(args)
+    except _export_user_errors() as exc:
+        return _user_error(exc)
+
+
+def _run_export(args) -> int:
+    import tempfile
+
+    from lmt_fast.export.contract import FILE_NAMES, IOContract, Variant
+    from lmt_fast.export.onnx import DEFAULT_OPSET, export_files
+    from lmt_fast.io import load_checkpoint
+
+    if not args.output and not args.triton_repo:
+        raise ValueError("give -o/--output, --triton-repo, or both")
+    if args.plan and not args.triton_repo:
+        raise ValueError("--plan is for --triton-repo")
+    if args.plan and args.exemplar_cached:
+        raise ValueError("--plan serves one engine; an exemplar-cached export needs one engine per graph "
+                         "(build each with lmt-fast build-engine --triton-repo)")
+    checkpoint = load_checkpoint(args.checkpoint, config_overrides={"compat": args.compat} if args.compat else None)
+    masks = {None: (), "both": ("input", "exemplar")}.get(args.with_masks, (args.with_masks,))
+    options = dict(exemplar_cached=args.exemplar_cached, masks=masks, dtype=args.dtype, io=args.io,
+                   custom_ops=args.custom_ops, opset=args.opset or DEFAULT_OPSET, cache=args.cache,
+                   workers=2 if args.exemplar_cached else 1)
+    with tempfile.TemporaryDirectory(prefix="lmt_fast_export_") as staging:
+        written = []
+        if args.output or not args.plan:  # a Triton repository of ONNX models needs them exported too
+            default = Path(staging) if args.exemplar_cached else Path(staging) / FILE_NAMES["full"]
+            written = export_files(checkpoint.generator, args.output or default, **options)
+        if args.output:
+            for path in written:
+                print(f"wrote {path} ({_coverage_summary(path, args.custom_ops)})")
+        if args.triton_repo:
+            from lmt_fast.export.triton_repo import write_triton_repo
+
+            files, contracts = written, {}
+            if args.plan:
+                plan = Path(args.plan)
+                variant = Variant("full", masks, args.dtype, args.io, args.custom_ops)
+                contracts = {plan: (IOContract.build(checkpoint.config, variant), checkpoint.config.to_dict())}
+                files = [plan]
+            for folder in write_triton_repo(args.triton_repo, files, args.model_name, contracts=contracts,
+                                            max_batch_size=args.max_batch_size):
+                print(f"wrote Triton model {folder}")
+    return 0
+
+
+def _coverage_summary(path, custom_ops: bool) -> str:
+    from lmt_fast.export.coverage import check_tensorrt_coverage
+
+    report = check_tensorrt_coverage(path, plugins=("lmt::RegionAdaIN",) if custom_ops else (), raise_error=False)
+    text = "TensorRT parser coverage ok" if report.ok else "TensorRT coverage problems: " + "; ".join(report.problems)
+    if report.plugins:
+        text += f"; plugin nodes {report.plugins} need the TensorRT plugin"
+    return text
+
+
+def _build_engine(args) -> int:
+    try:
+        return _run_build_engine(args)
+    except _export_user_errors() as exc:
+        return _user_error(exc)
+
+
+def _run_build_engine(args) -> int:
+    from lmt_fast.export.coverage import check_tensorrt_coverage
+    from lmt_fast.export.onnx import read_metadata
+    from lmt_fast.export.profiles import build_profile
+    from lmt_fast.export.tensorrt import TensorRTUnavailableError, build_engine, trtexec_command
+
+    onnx_path = Path(args.onnx)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
+    contract, config, _ = read_metadata(onnx_path)
+    profile = build_profile(contract, args.profile, default_size=config.get("image_size"), max_batch=args.max_batch)
+    command = trtexec_command(onnx_path, args.output, profile, args.workspace, args.fp16, args.plugin)
+    if args.print_trtexec:
+        print(command)
+        return 0
+    check_tensorrt_coverage(onnx_path, plugins=("lmt::RegionAdaIN",) if args.plugin else ())
+    try:
+        plan = build_engine(onnx_path, args.output, [profile], contract=contract, config=config,
+                            workspace_mib=args.workspace, fp16=args.fp16, plugins=args.plugin, verbose=args.verbose)
+    except TensorRTUnavailableError as exc:
+        raise TensorRTUnavailableError(f"{exc}. Without it, build the same engine with: {command}") from None
+    print(f"wrote {plan} (profile {profile.text()}); the same engine with trtexec: {command}")
+    if args.triton_repo:
+        from lmt_fast.export.triton_repo import write_triton_repo
+
+        for folder in write_triton_repo(args.triton_repo, [plan], args.model_name, max_batch_size=args.max_batch_size):
+            print(f"wrote Triton model {folder}")
     return 0
 
 

@@ -34,6 +34,7 @@ from lmt_fast.models import ExemplarCode, LOMITGenerator
 RESIZE_POLICIES = ("model", "none")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MODEL_BACKENDS = ("auto", "eager")  # plus every op backend name (lmt_fast.ops.available_backends())
+RUNTIME_BACKENDS = ("onnxruntime",)  # run the generator as exported graphs instead of PyTorch modules
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "default"
 
@@ -74,8 +75,13 @@ class Translator:
         self.device = _parse_device(device)
         self.dtype = _parse_dtype(dtype)
         self.resize = _choice("resize", resize, RESIZE_POLICIES)
-        self.backend = _resolve_model_backend(backend, self.device)
         self.config = generator.config
+        if backend in RUNTIME_BACKENDS or not isinstance(generator, torch.nn.Module):
+            # The generator runs as exported graphs (lmt_fast.runtime), with the same three methods.
+            self.backend = "onnxruntime"
+            self.generator = _runtime_generator(generator, self.device, self.dtype)
+            return
+        self.backend = _resolve_model_backend(backend, self.device)
         self.generator = generator.to(device=self.device, dtype=self.dtype).eval()
         self.generator.set_backend(self.backend)
         self.generator.requires_grad_(False)
@@ -85,10 +91,36 @@ class Translator:
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: str | torch.dtype | None = None, backend: str = "auto", resize: str = "model",
              compat: str | None = None) -> "Translator":
-        """Load a checkpoint (directory or .safetensors file written by lmt_fast.io.save_checkpoint)."""
+        """Load a checkpoint (directory or .safetensors file written by lmt_fast.io.save_checkpoint).
+
+        backend="onnxruntime" runs the checkpoint's generator as ONNX graphs (exported on first use and
+        cached, see lmt_fast.export.cache). A .onnx file, or a directory of them, exported by
+        `lmt-fast export` loads with backend "auto" or "onnxruntime"; its dtype is the graphs' dtype.
+        """
+        if _is_onnx_export(path):
+            return cls._load_onnx(path, device, dtype, backend, resize, compat)
         overrides = {"compat": compat} if compat is not None else None
         checkpoint = load_checkpoint(path, device="cpu", config_overrides=overrides)
         return cls(checkpoint.generator, device=device, dtype=dtype, backend=backend, resize=resize)
+
+    @classmethod
+    def _load_onnx(cls, path, device, dtype, backend, resize, compat) -> "Translator":
+        from lmt_fast.export.contract import ContractError
+        from lmt_fast.runtime.onnxruntime import OnnxRuntimeGenerator
+
+        if backend not in ("auto",) + RUNTIME_BACKENDS:
+            raise TranslatorError(f"{path} is an ONNX export; it runs with backend 'onnxruntime', not {backend!r}")
+        try:
+            generator = OnnxRuntimeGenerator.from_onnx(path, device=device)
+        except ContractError as exc:
+            raise TranslatorError(str(exc)) from None
+        if compat is not None and compat != generator.config.compat:
+            raise TranslatorError(f"{path} was exported with compat={generator.config.compat!r}; "
+                                  f"compat={compat!r} needs a new export")
+        if dtype is not None and _parse_dtype(dtype) != DTYPES[generator.dtype]:
+            raise TranslatorError(f"{path} holds {generator.dtype} graphs; dtype={dtype!r} needs a new export "
+                                  f"(lmt-fast export --dtype ...)")
+        return cls(generator, device=device, dtype=generator.dtype, backend="onnxruntime", resize=resize)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", **kwargs) -> "Translator":
@@ -349,6 +381,27 @@ def _image_out(x: torch.Tensor, src: _Prepared):
     return Image.fromarray(array, mode="RGB")
 
 
+def _is_onnx_export(path) -> bool:
+    """A .onnx file, or a directory of them that is not a checkpoint directory."""
+    path = Path(path)
+    if path.is_dir():
+        return not (path / "config.json").exists() and any(path.glob("*.onnx"))
+    return path.suffix == ".onnx"
+
+
+def _runtime_generator(generator, device: torch.device, dtype: torch.dtype):
+    from lmt_fast.runtime.onnxruntime import OnnxRuntimeGenerator
+
+    names = {v: k for k, v in DTYPES.items()}
+    if dtype not in (torch.float32, torch.float16):
+        raise TranslatorError(f"the onnxruntime backend runs float32 or float16 graphs, not {names[dtype]}")
+    if isinstance(generator, OnnxRuntimeGenerator):
+        if generator.dtype != names[dtype]:
+            raise TranslatorError(f"these ONNX graphs are {generator.dtype}, not {names[dtype]}")
+        return generator
+    return OnnxRuntimeGenerator.from_generator(generator, dtype=names[dtype], device=device)
+
+
 def _parse_device(device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -382,4 +435,4 @@ def _resolve_model_backend(backend: str, device: torch.device) -> str:
         return ops.resolve_backend(backend, device)
     except ValueError as exc:
         raise TranslatorError(f"backend {backend!r} is not usable here: {exc}; choose from "
-                              f"{list(MODEL_BACKENDS) + ops.available_backends()}") from None
+                              f"{list(MODEL_BACKENDS + RUNTIME_BACKENDS) + ops.available_backends()}") from None

@@ -1,0 +1,7 @@
+"""Runtimes that run an exported generator outside PyTorch eager.
+
+onnxruntime.py: OnnxSession (one graph, requests checked against the I/O contract) and
+OnnxRuntimeGenerator (the Translator's "onnxruntime" backend). tensorrt.py: EngineRunner (TensorRT
+engines, with torch, cuda-python or pycuda buffers). Neither is imported here: each needs optional
+packages (onnxruntime; tensorrt and a GPU).
+"""

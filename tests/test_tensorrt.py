@@ -1,0 +1,300 @@
+"""TensorRT: optimization profiles, engine I/O and request checks (plain data, no GPU needed), the
+build-engine command without TensorRT, and, where tensorrt and a GPU exist, real engines.
+
+The GPU tests run as they are on a machine with a CUDA GPU, PyTorch with CUDA and the tensorrt package
+(cuda-python / pycuda for those buffer kinds); elsewhere they skip and say what is missing.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from lmt_fast.export.contract import ContractError, IOContract, ModelDims, Variant
+from lmt_fast.export.profiles import Profile, ShapeRange, build_profile, parse_profile_arg, select_profile
+from lmt_fast.export.tensorrt import (
+    TensorRTUnavailableError, build_engine, read_sidecar, trtexec_command, write_sidecar,
+)
+from lmt_fast.runtime.tensorrt import EngineIO, EngineRunner, check_request, infer_contract
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+DIMS = ModelDims(size_multiple=16, mask_scale=4, content_dim=32, style_dim=8)
+FULL = IOContract.build(DIMS, Variant())
+
+
+def _gpu_reason() -> str | None:
+    if not HAS_TENSORRT:
+        return "the tensorrt package is not installed"
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU (or PyTorch without CUDA)"
+    return None
+
+
+needs_gpu = pytest.mark.skipif(_gpu_reason() is not None, reason=str(_gpu_reason()))
+
+
+# -- profiles -------------------------------------------------------------------------------------------
+
+def test_profile_argument_parsing():
+    name, r = parse_profile_arg("input:1x3x64x64:4x3x128x128:8x3x256x256")
+    assert name == "input" and r == ShapeRange((1, 3, 64, 64), (4, 3, 128, 128), (8, 3, 256, 256))
+    assert r.covers((2, 3, 100, 200)) and not r.covers((9, 3, 64, 64)) and not r.covers((1, 3, 64))
+    for bad, message in (("input:1x3x64x64:4x3x128x128", "NAME:MIN:OPT:MAX"),
+                         ("input:1x3x64:a:b", "not a shape"), ("input:0x3x64x64:1x3x64x64:1x3x64x64", ">= 1")):
+        with pytest.raises(ContractError, match=message):
+            parse_profile_arg(bad)
+
+
+def test_profile_fills_the_inputs_that_share_sizes():
+    contract = IOContract.build(DIMS, Variant(masks=("input", "exemplar")))
+    p = build_profile(contract, ["input:1x3x64x64:2x3x128x128:4x3x256x256"])
+    assert p.ranges["exemplar"] == p.ranges["input"]
+    assert p.ranges["input_mask_in"] == ShapeRange((1, 1, 64, 64), (2, 1, 128, 128), (4, 1, 256, 256))
+    translate = IOContract.build(DIMS, Variant("translate"))
+    p = build_profile(translate, ["input:1x3x64x64:2x3x64x64:8x3x64x64"])
+    assert p.ranges["exemplar_attention"] == ShapeRange((1, 32, 1, 1), (2, 32, 1, 1), (8, 32, 1, 1))
+    assert p.ranges["exemplar_style"] == ShapeRange((1, 8), (2, 8), (8, 8))
+    default = build_profile(FULL, default_size=128, max_batch=4)
+    assert default.ranges["input"] == ShapeRange((1, 3, 128, 128), (1, 3, 128, 128), (4, 3, 128, 128))
+
+
+def test_profile_errors_name_every_problem():
+    with pytest.raises(ContractError) as err:
+        build_profile(FULL, ["input:1x3x64x64:2x3x64x64:4x3x128x100", "exemplar:1x3x64x64:1x3x64x64:1x3x64x64",
+                             "mask:1x1x8x8:1x1x8x8:1x1x8x8"])
+    text = str(err.value)
+    assert "no input(s) ['mask']" in text
+    assert "exemplar axis 0 (batch) ranges 1:1:1 but input has 1:2:4" in text
+    assert "width range 64:64:100 (from input) must use multiples of 16" in text
+    with pytest.raises(ContractError, match="axis 1 is fixed at 3, got 4:4:4"):
+        build_profile(FULL, ["input:1x4x64x64:1x4x64x64:1x4x64x64"])
+    with pytest.raises(ContractError, match="min <= opt <= max, got 4:2:8"):
+        build_profile(FULL, ["input:4x3x64x64:2x3x64x64:8x3x64x64"])
+    with pytest.raises(ContractError, match="no range for input .*--profile input:MIN:OPT:MAX"):
+        build_profile(FULL)                                   # nothing given and no default size
+
+
+def test_trtexec_command_is_the_builders_equivalent():
+    p = build_profile(FULL, ["input:1x3x64x64:2x3x128x128:4x3x256x256"])
+    cmd = trtexec_command("m.onnx", "m.plan", p, workspace_mib=1024, plugins=["libplug.so"])
+    assert cmd == ("trtexec --onnx=m.onnx --saveEngine=m.plan "
+                   "--minShapes=input:1x3x64x64,exemplar:1x3x64x64 "
+                   "--optShapes=input:2x3x128x128,exemplar:2x3x128x128 "
+                   "--maxShapes=input:4x3x256x256,exemplar:4x3x256x256 "
+                   "--memPoolSize=workspace:1024M --staticPlugins=libplug.so")
+
+
+# -- engine I/O and requests (plain data standing in for what EngineRunner reads from an engine) ----------
+
+def engine_io(image_dtype="float32", profiles=None, **changes) -> EngineIO:
+    inputs = {"input": (image_dtype, (-1, 3, -1, -1)), "exemplar": (image_dtype, (-1, 3, -1, -1))}
+    outputs = {"image": (image_dtype, (-1, 3, -1, -1)), "input_mask": (image_dtype, (-1, 1, -1, -1)),
+               "exemplar_mask": (image_dtype, (-1, 1, -1, -1))}
+    for name, value in changes.items():
+        target = inputs if name in inputs or name.endswith("_in") else outputs
+        if value is None:
+            target.pop(name)
+        else:
+            target[name] = value
+    profiles = profiles or [build_profile(FULL, ["input:1x3x64x64:2x3x64x64:4x3x128x128"])]
+    return EngineIO(inputs, outputs, tuple(profiles))
+
+
+def test_engine_io_is_checked_against_the_contract():
+    io = engine_io()
+    FULL.check_io(io.inputs, io.outputs)
+    bad = engine_io(image=("float16", (-1, 3, -1, -1)), exemplar_mask=None, input=("float32", (-1, 4, -1, -1)))
+    with pytest.raises(ContractError) as err:
+        FULL.check_io(bad.inputs, bad.outputs)
+    text = str(err.value)
+    assert "does not fit the lmt_fast I/O contract" in text
+    assert "input input axis 1 is 4, the contract says 3" in text
+    assert "output image is float16, the contract says float32" in text
+    assert "missing output(s) ['exemplar_mask']" in text
+
+
+def test_requests_are_checked_for_shape_dtype_and_profile():
+    io = engine_io()
+    symbols, profile = check_request(FULL, io, {"input": (2, 3, 64, 64), "exemplar": (2, 3, 64, 64)},
+                                     {"input": "float32", "exemplar": "float32"})
+    assert profile == 0 and symbols["batch"] == 2
+    with pytest.raises(ContractError, match="exemplar must be float32, got float16"):
+        check_request(FULL, io, {"input": (2, 3, 64, 64), "exemplar": (2, 3, 64, 64)},
+                      {"input": "float32", "exemplar": "float16"})
+    with pytest.raises(ContractError, match="exemplar axis 2 \\(height\\) is 32 but input has height = 64"):
+        check_request(FULL, io, {"input": (2, 3, 64, 64), "exemplar": (2, 3, 32, 64)}, {})
+    with pytest.raises(ContractError) as err:
+        check_request(FULL, io, {"input": (8, 3, 64, 64), "exemplar": (8, 3, 64, 64)}, {})
+    text = str(err.value)
+    assert "no optimization profile of the engine covers input 8x3x64x64" in text
+    assert "profile 0: input:1x3x64x64:2x3x64x64:4x3x128x128" in text and "rebuild the engine" in text
+    big = ShapeRange((8, 3, 64, 64), (8, 3, 64, 64), (16, 3, 64, 64))
+    second = Profile({"input": big, "exemplar": big})
+    assert select_profile(io.profiles + (second,), {"input": (8, 3, 64, 64), "exemplar": (8, 3, 64, 64)}) == 1
+
+
+def test_contract_of_an_engine_without_sidecar_comes_from_its_tensor_names():
+    assert infer_contract(engine_io()).variant == Variant()
+    io = EngineIO({"input": ("uint8", (-1, -1, -1, 3)), "exemplar_attention": ("float16", (-1, 32, 1, 1)),
+                   "exemplar_style": ("float16", (-1, 8)), "input_mask_in": ("uint8", (-1, -1, -1, 1))},
+                  {"image": ("uint8", (-1, -1, -1, 3)), "input_mask": ("uint8", (-1, -1, -1, 1))}, ())
+    contract = infer_contract(io)
+    assert contract.variant == Variant("translate", ("input",), "float16", "uint8")
+    contract.check_io(io.inputs, io.outputs)
+    with pytest.raises(ContractError, match="not those of an lmt_fast graph"):
+        infer_contract(EngineIO({"x": ("float32", (1,))}, {}, ()))
+
+
+def test_sidecar_round_trip(tmp_path):
+    plan = tmp_path / "m.plan"
+    profile = build_profile(FULL, default_size=64)
+    write_sidecar(plan, FULL, {"image_size": 64}, [profile], "10.9.0")
+    info = read_sidecar(plan)
+    assert IOContract.from_json(json.dumps(info["contract"])) == FULL
+    assert info["profiles"][0]["input"] == [[1, 3, 64, 64], [1, 3, 64, 64], [8, 3, 64, 64]]
+    assert read_sidecar(tmp_path / "none.plan") is None
+
+
+# -- without TensorRT -----------------------------------------------------------------------------------
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
+def test_without_tensorrt_the_errors_name_the_package(tmp_path):
+    with pytest.raises(TensorRTUnavailableError, match="'tensorrt' is not installed"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "m.plan", [build_profile(FULL, default_size=64)])
+    with pytest.raises(TensorRTUnavailableError, match="'tensorrt'"):
+        EngineRunner(tmp_path / "m.plan")
+    with pytest.raises(ValueError, match="buffers must be one of"):
+        EngineRunner(tmp_path / "m.plan", buffers="numba")
+
+
+@pytest.fixture(scope="module")
+def exported(styled_checkpoint, tmp_path_factory):
+    """model.onnx of the styled checkpoint (from the session's export cache when test_export_onnx ran)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from lmt_fast.export.cache import cached_export
+    from lmt_fast.io import load_checkpoint
+
+    generator = load_checkpoint(styled_checkpoint).generator
+    cache = tmp_path_factory.getbasetemp() / "lmt_fast_onnx_cache"
+    return {dtype: cached_export(generator, Variant(dtype=dtype), directory=cache) for dtype in ("float32",)}
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
+def test_cli_build_engine_without_tensorrt(run_cli, exported, tmp_path):
+    plan = tmp_path / "m.plan"
+    r = run_cli("build-engine", exported["float32"], "-o", plan, "--print-trtexec", "--max-batch", "4")
+    assert r.code == 0 and r.out.startswith("trtexec --onnx=")
+    assert "--maxShapes=input:4x3x64x64,exemplar:4x3x64x64" in r.out      # the model's image size by default
+    r = run_cli("build-engine", exported["float32"], "-o", plan, "--profile", "input:1x3x64x64:1x3x64x64:2x3x128x128")
+    assert r.code == 2 and len(r.err_lines) == 1 and "Traceback" not in r.err
+    assert "'tensorrt' is not installed" in r.err and "trtexec --onnx=" in r.err and not plan.exists()
+    r = run_cli("build-engine", exported["float32"], "-o", plan, "--profile", "input:1x3x64x64:1x3x64x64:2x3x128x120")
+    assert r.code == 2 and "multiples of 16" in r.err
+
+
+# -- with TensorRT and a GPU ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def engines(exported, styled_checkpoint, tmp_path_factory):
+    from lmt_fast.export.cache import cached_export
+    from lmt_fast.export.onnx import read_metadata
+    from lmt_fast.io import load_checkpoint
+
+    folder = tmp_path_factory.mktemp("engines")
+    generator = load_checkpoint(styled_checkpoint).generator
+    cache = tmp_path_factory.getbasetemp() / "lmt_fast_onnx_cache"
+    onnx_files = {"float32": exported["float32"],
+                  "float16": cached_export(generator, Variant(dtype="float16"), directory=cache),
+                  "uint8": cached_export(generator, Variant(io="uint8"), directory=cache)}
+    plans = {}
+    for name, path in onnx_files.items():
+        contract, config, _ = read_metadata(path)
+        shapes = "1x64x64x3:2x64x64x3:4x128x128x3" if name == "uint8" else "1x3x64x64:2x3x64x64:4x3x128x128"
+        profile = build_profile(contract, [f"input:{shapes}"])
+        plans[name] = build_engine(path, folder / f"{name}.plan", [profile], contract=contract, config=config)
+    return generator, onnx_files, plans
+
+
+def _torch_reference(generator, x, e):
+    import torch
+
+    with torch.no_grad():
+        out = generator.to("cuda")(x, e)
+    return out
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 5e-3), ("float16", 2e-2)])
+def test_engine_matches_pytorch_with_torch_buffers(engines, dtype, tolerance):
+    import torch
+
+    generator, _, plans = engines
+    runner = EngineRunner(plans[dtype])
+    assert runner.contract.variant.dtype == dtype and read_sidecar(plans[dtype])["config"]["image_size"] == 64
+    for n, h, w in [(1, 64, 64), (3, 128, 96)]:
+        g = torch.Generator().manual_seed(n)
+        x, e = (torch.rand(n, 3, h, w, generator=g) * 2 - 1 for _ in range(2))
+        want = _torch_reference(generator, x.cuda(), e.cuda())
+        t = getattr(torch, dtype)
+        out = runner(input=x.cuda().to(t), exemplar=e.cuda().to(t))
+        torch.cuda.synchronize()
+        for key, ref in (("image", want.image), ("input_mask", want.input_mask), ("exemplar_mask", want.exemplar_mask)):
+            got = out[key].float()
+            assert got.shape == ref.shape and got.is_cuda
+            assert ((got - ref).abs().max() / ref.abs().max()).item() <= tolerance, key
+
+
+@needs_gpu
+def test_engine_rejects_bad_requests_with_one_clear_error(engines):
+    import torch
+
+    runner = EngineRunner(engines[2]["float32"])
+    x = torch.zeros(8, 3, 64, 64, device="cuda")
+    with pytest.raises(ContractError, match="no optimization profile"):
+        runner(input=x, exemplar=x)
+    with pytest.raises(ContractError, match="must be float32, got float16"):
+        runner(input=x[:2].half(), exemplar=x[:2])
+    with pytest.raises(ContractError, match="not a multiple of 16"):
+        runner(input=x[:2, :, :60], exemplar=x[:2, :, :60])
+
+
+@needs_gpu
+def test_engine_io_must_fit_the_contract_it_is_given(engines):
+    wrong = IOContract.build(DIMS, Variant(masks=("input",)))
+    with pytest.raises(ContractError, match="missing input\\(s\\) \\['input_mask_in'\\]"):
+        EngineRunner(engines[2]["float32"], contract=wrong)
+
+
+@needs_gpu
+def test_uint8_engine(engines):
+    import torch
+
+    generator, _, plans = engines
+    runner = EngineRunner(plans["uint8"])
+    u = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8, device="cuda")
+    out = runner(input=u, exemplar=u.flip(0))
+    x = u.permute(0, 3, 1, 2).float() / 127.5 - 1
+    want = _torch_reference(generator, x, x.flip(0)).image
+    want = ((want.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1)
+    assert out["image"].dtype == torch.uint8 and (out["image"].float() - want).abs().max().item() <= 2
+
+
+@needs_gpu
+@pytest.mark.parametrize("buffers, package", [("cuda-python", "cuda"), ("pycuda", "pycuda")])
+def test_torch_free_buffers(engines, buffers, package):
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{buffers} buffers need the {package} package")
+    runner_np = EngineRunner(engines[2]["float32"], buffers=buffers)
+    runner_torch = EngineRunner(engines[2]["float32"])
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32)
+    got = runner_np(input=x, exemplar=x[::-1].copy())
+    want = runner_torch(input=x, exemplar=x[::-1].copy())
+    assert isinstance(got["image"], np.ndarray)
+    np.testing.assert_allclose(got["image"], want["image"].cpu().numpy(), rtol=1e-5, atol=1e-5)
