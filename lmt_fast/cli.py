@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_runtime_options(p)
     p.set_defaults(run=_translate)
 
+    p = sub.add_parser("demo", help="translate the bundled sample portraits into one PNG grid")
+    p.add_argument("-o", "--output", default="lmt_fast_demo.png", help="grid image to write (default: %(default)s)")
+    p.add_argument("--checkpoint", help="checkpoint directory or .safetensors file (default: the embedded model)")
+    p.add_argument("--inputs", nargs="+", help="input images (default: bundled portraits)")
+    p.add_argument("--exemplars", nargs="+", help="exemplar images (default: bundled portraits)")
+    _add_runtime_options(p)
+    p.set_defaults(run=_demo)
+
     p = sub.add_parser("info", help="versions, devices and available backends")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_info)
@@ -156,6 +164,19 @@ def _translate(args) -> int:
         save_image(result.input_mask, folder / "input_mask.png")
         save_image(result.exemplar_mask, folder / "exemplar_mask.png")
         print(f"wrote {folder / 'input_mask.png'} and {folder / 'exemplar_mask.png'}")
+    return 0
+
+
+def _demo(args) -> int:
+    from lmt_fast.demo import demo_grid
+    from lmt_fast.io import check_image_path, load_image, save_image
+
+    output = check_image_path(args.output)
+    for path in (args.inputs or []) + (args.exemplars or []):
+        load_image(path)  # one clear error for a bad file before any work
+    grid = demo_grid(_translator(args), args.inputs, args.exemplars)
+    save_image(grid, output)
+    print(f"wrote {output}: rows = inputs (translation above, learned input mask below), columns = exemplars")
     return 0
 
 
