@@ -47,26 +47,35 @@ def _want_cuda() -> bool:
 
 
 def extension_modules() -> tuple[list, dict]:
-    """The lmt_fast._C extension, or nothing when there is nothing to build."""
+    """The lmt_fast._C extension, or nothing when there is nothing to build.
+
+    CPU part: csrc/cpu (torch-free kernels) + csrc/torch (schemas, CPU binding, module stub). The CUDA part
+    adds csrc/cuda (torch-free .cu) + csrc/torch_cuda (their torch glue). No -march: the wheel must run on
+    any x86-64; the kernels are written to auto-vectorise at the baseline ISA.
+    """
     if _flag("LMT_FAST_BUILD_EXT") == "0":
         return [], {}
     cpu_sources = _sources("cpu", "torch")
     if not cpu_sources:  # no kernels written yet: a pure-Python package
         return [], {}
-    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension, library_paths
 
     include = [str(CSRC / "include")]
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    # C++20 is what torch's own headers (and cpp_extension's default) expect; the kernels are plain C++17.
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno"]
+    # `import lmt_fast` loads _C before anything imports torch, so the library must find libtorch (and
+    # torch's own libgomp, the OpenMP runtime torch.set_num_threads controls) without torch's help.
+    link_flags = ["-fopenmp"] + [f"-Wl,-rpath,{path}" for path in library_paths()]
     if _want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         ext = CUDAExtension(
             "lmt_fast._C", cpu_sources + _sources("cuda", "torch_cuda", suffixes=(".cu", ".cpp")),
             include_dirs=include, define_macros=[("LMT_FAST_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
-            extra_link_args=["-fopenmp"])
+            extra_link_args=link_flags)
     else:
         ext = CppExtension("lmt_fast._C", cpu_sources, include_dirs=include,
-                           extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
+                           extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
     return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
 
 
@@ -81,7 +90,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["lmt_fast", "lmt_fast.*", "lmt_train", "lmt_train.*"]),
-    package_data={"lmt_fast": ["assets/**/*"]},
+    package_data={"lmt_fast": ["assets/**/*", "export/*.json"]},
     include_package_data=True,
     install_requires=["torch>=2.4", "numpy", "pillow", "safetensors"],
     extras_require={

@@ -1,0 +1,226 @@
+"""Python side of the compiled op library ``torch.ops.lmt`` (schemas: ``csrc/torch/bindings.cpp``).
+
+Importing this module (once per process) registers, for every device the library serves:
+
+* fake (meta) kernels, so the ops trace under ``torch.compile`` / ``torch.export`` / FakeTensor;
+* autograd: the backward recomputes the forward through the reference ops (``reference.*_impl``) and
+  differentiates that, so gradients are the spec's by construction (higher order too).
+
+and provides ``IMPLS``: the five op implementations with the reference implementations' signatures, for
+a backend to register (``lmt_fast.ops.cpu``; a CUDA backend can register the same table for "cuda").
+They do the Python-side half of the schema contract: masks cast to the accumulation dtype and resized
+exactly as ``reference.resize_masks`` does, activation names turned into the schema's integer codes.
+``highway_adain`` has no schema of its own: it is ``region_adain`` with masks ``[m, 1 - m]`` and
+stacked styles (a (N, 2, H, W) cat is small next to x); the kernels recognise an exactly complementary
+pair and then read one mask plane instead of two.
+
+Raises ModuleNotFoundError (name "lmt_fast._C") when the compiled extension is not available, so the
+backends that need it are reported unavailable with the reason instead of failing ``import lmt_fast``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmt_fast import _extension
+
+from . import reference
+
+if _extension.extension is None:
+    raise ModuleNotFoundError(
+        f"the compiled op library is unavailable: {_extension.unavailable_reason}", name="lmt_fast._C"
+    )
+
+OP_NAMES = ("masked_moments", "region_adain", "instance_norm", "layer_norm")
+if not all(hasattr(torch.ops.lmt, name) for name in OP_NAMES):  # an old or foreign build of _C
+    raise ImportError(f"lmt_fast._C does not define the ops torch.ops.lmt.{{{', '.join(OP_NAMES)}}}; rebuild it")
+
+# Storage dtypes the kernels read and write (statistics in float32; float64 stays float64).
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+# The schema's `int activation`.
+ACTIVATION_CODES = {None: 0, "relu": 1, "lrelu": 2}
+ACTIVATION_NAMES = {code: name for name, code in ACTIVATION_CODES.items()}
+
+
+def has_kernel(dispatch_key: str) -> bool:
+    """Whether every op of the library has a kernel for ``dispatch_key`` ("CPU", "CUDA")."""
+    return all(torch._C._dispatch_has_kernel_for_dispatch_key(f"lmt::{name}", dispatch_key) for name in OP_NAMES)
+
+
+# --------------------------------------------------------------------------------------------------
+# Backend implementations (reference signatures; arguments already checked by lmt_fast.ops)
+# --------------------------------------------------------------------------------------------------
+
+
+def _masks_at(masks: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return reference.resize_masks(masks, x.shape[-2:], reference.accumulation_dtype(x.dtype))
+
+
+def masked_moments(x, masks, eps=1e-5):
+    return torch.ops.lmt.masked_moments(x, _masks_at(masks, x), float(eps))
+
+
+def region_adain(x, masks, gamma, beta, stats="global", eps=1e-5, activation=None, residual=None):
+    return torch.ops.lmt.region_adain(
+        x, _masks_at(masks, x), gamma, beta, stats == "region", float(eps), ACTIVATION_CODES[activation], residual
+    )
+
+
+def highway_adain(x, mask, gamma_f, beta_f, gamma_b, beta_b, eps=1e-5):
+    # The spec stacks [m, 1 - m] before resizing; resizing m first (bilinear weights sum to one, so the
+    # two agree up to rounding) makes the pair exactly complementary, which the kernels run faster.
+    m = _masks_at(mask, x)
+    acc = m.dtype
+    gamma = torch.stack([gamma_f.to(acc), gamma_b.to(acc)], dim=1)
+    beta = torch.stack([beta_f.to(acc), beta_b.to(acc)], dim=1)
+    return torch.ops.lmt.region_adain(x, torch.cat([m, 1 - m], dim=1), gamma, beta, False, float(eps), 0, None)
+
+
+def instance_norm(x, weight=None, bias=None, eps=1e-5, activation=None, residual=None):
+    return torch.ops.lmt.instance_norm(x, weight, bias, float(eps), ACTIVATION_CODES[activation], residual)
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5, activation=None, residual=None):
+    return torch.ops.lmt.layer_norm(x, weight, bias, float(eps), ACTIVATION_CODES[activation], residual)
+
+
+IMPLS = {
+    "masked_moments": masked_moments,
+    "region_adain": region_adain,
+    "highway_adain": highway_adain,
+    "instance_norm": instance_norm,
+    "layer_norm": layer_norm,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Fake kernels: output metadata exactly as the compiled kernels produce it
+# --------------------------------------------------------------------------------------------------
+
+
+def _like_x(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x, memory_format=reference.output_memory_format(x))
+
+
+@torch.library.register_fake("lmt::masked_moments")
+def _masked_moments_fake(x, masks, eps):
+    shape = (x.shape[0], masks.shape[1], x.shape[1])
+    acc = reference.accumulation_dtype(x.dtype)
+    return x.new_empty(shape, dtype=acc), x.new_empty(shape, dtype=acc)
+
+
+@torch.library.register_fake("lmt::region_adain")
+def _region_adain_fake(x, masks, gamma, beta, region_stats, eps, activation, residual):
+    return _like_x(x)
+
+
+@torch.library.register_fake("lmt::instance_norm")
+def _instance_norm_fake(x, weight, bias, eps, activation, residual):
+    return _like_x(x)
+
+
+@torch.library.register_fake("lmt::layer_norm")
+def _layer_norm_fake(x, weight, bias, eps, activation, residual):
+    return _like_x(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Autograd: differentiate the reference forward, recomputed from the saved inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _reference_vjp(ctx, forward, tensors, grad_outputs):
+    """Gradients of ``forward(*tensors)`` for the inputs with ``ctx.needs_input_grad``, else None.
+
+    ``tensors`` are the op's tensor inputs in schema order (None for an absent optional); ``forward``
+    takes them positionally. ``torch.func.vjp`` differentiates the recomputation on its own level: only
+    the direct dependence on each input counts (autograd.grad on the saved tensors would also follow
+    their history, e.g. to a weight shared with an earlier layer, and free that graph), and under
+    ``create_graph=True`` the result stays differentiable, so higher-order gradients are correct too.
+    """
+    needs = [t is not None and ctx.needs_input_grad[i] for i, t in zip(ctx.tensor_positions, tensors)]
+    wanted = [i for i, need in enumerate(needs) if need]
+    if not wanted:
+        return [None] * len(tensors)
+
+    def forward_of_wanted(*values):
+        args = list(tensors)
+        for i, value in zip(wanted, values):
+            args[i] = value
+        outputs = forward(*args)
+        return outputs if isinstance(outputs, tuple) else (outputs,)
+
+    outputs, vjp = torch.func.vjp(forward_of_wanted, *(tensors[i] for i in wanted))
+    cotangents = tuple(torch.zeros_like(o) if g is None else g for o, g in zip(outputs, grad_outputs))
+    grads = dict(zip(wanted, vjp(cotangents)))
+    return [grads.get(i) for i in range(len(tensors))]
+
+
+def _setup(ctx, tensors, positions, **options):
+    ctx.save_for_backward(*tensors)  # None (an absent optional) is saved, and given back, as None
+    ctx.tensor_positions = positions
+    for key, value in options.items():
+        setattr(ctx, key, value)
+
+
+def _saved(ctx):
+    return list(ctx.saved_tensors)
+
+
+def _masked_moments_setup(ctx, inputs, output):
+    x, masks, eps = inputs
+    _setup(ctx, (x, masks), (0, 1), eps=eps)
+
+
+def _masked_moments_backward(ctx, grad_mean, grad_var):
+    def forward(x, masks):
+        return reference.masked_moments_impl(x, masks, ctx.eps)
+
+    gx, gm = _reference_vjp(ctx, forward, _saved(ctx), (grad_mean, grad_var))
+    return gx, gm, None
+
+
+def _region_adain_setup(ctx, inputs, output):
+    x, masks, gamma, beta, region_stats, eps, activation, residual = inputs
+    _setup(ctx, (x, masks, gamma, beta, residual), (0, 1, 2, 3, 7), region_stats=region_stats, eps=eps,
+           activation=activation)
+
+
+def _region_adain_backward(ctx, grad):
+    stats = "region" if ctx.region_stats else "global"
+    activation = ACTIVATION_NAMES[ctx.activation]
+
+    def forward(x, masks, gamma, beta, residual):
+        return reference.region_adain_impl(x, masks, gamma, beta, stats, ctx.eps, activation, residual)
+
+    gx, gm, gg, gb, gr = _reference_vjp(ctx, forward, _saved(ctx), (grad,))
+    return gx, gm, gg, gb, None, None, None, gr
+
+
+def _norm_setup(ctx, inputs, output):
+    x, weight, bias, eps, activation, residual = inputs
+    _setup(ctx, (x, weight, bias, residual), (0, 1, 2, 5), eps=eps, activation=activation)
+
+
+def _norm_backward(reference_impl):
+    def backward(ctx, grad):
+        activation = ACTIVATION_NAMES[ctx.activation]
+
+        def forward(x, weight, bias, residual):
+            return reference_impl(x, weight, bias, ctx.eps, activation, residual)
+
+        gx, gw, gb, gr = _reference_vjp(ctx, forward, _saved(ctx), (grad,))
+        return gx, gw, gb, None, None, gr
+
+    return backward
+
+
+torch.library.register_autograd(
+    "lmt::masked_moments", _masked_moments_backward, setup_context=_masked_moments_setup
+)
+torch.library.register_autograd("lmt::region_adain", _region_adain_backward, setup_context=_region_adain_setup)
+torch.library.register_autograd(
+    "lmt::instance_norm", _norm_backward(reference.instance_norm_impl), setup_context=_norm_setup
+)
+torch.library.register_autograd("lmt::layer_norm", _norm_backward(reference.layer_norm_impl), setup_context=_norm_setup)
