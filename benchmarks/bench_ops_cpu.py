@@ -16,8 +16,9 @@ Per op and shape (N in {1, 8}, C in {128, 256}, H = W in {32, 64}, float32) it t
 region_adain runs with K = 2 masks [m, 1 - m] and global statistics: the HAdaIN computation, so it is
 compared with the same eager form as highway_adain.
 
-Timing: every call is timed on its own (time.perf_counter_ns) after a warm-up, repeated until about
---seconds per case; medians, p20/p80, min and max are reported. Inputs are not rotated: except for the
+Timing: every call is timed on its own (time.perf_counter_ns) after a warm-up; the candidates of a case
+take turns in blocks of ~20 ms (so a burst of load from another process hits them alike) for about
+--seconds each; medians, p20/p80, min and max are reported. Inputs are not rotated: except for the
 largest case they fit in L3, as an activation consumed by the next layer would. Every call allocates its
 output (as in a model), so all candidates, copy included, pay for that. GB/s counts the bytes an op must
 move once: x read + masks read + y written.
@@ -138,17 +139,33 @@ def compiled_callable(fn, args):
     return (lambda: compiled(*args)), None
 
 
-def time_calls(fn, seconds, min_reps=15, max_reps=5000):
-    """Per-call times in microseconds: warm-up, then single calls until `seconds` have passed."""
-    for _ in range(3):
-        fn()
-    times = []
+def time_interleaved(cands, seconds, min_reps=15, max_reps=5000, block_seconds=0.02):
+    """Per-call times in microseconds for every candidate, taken in alternating blocks of ~20 ms.
+
+    Interleaving puts all candidates of a case under the same conditions: on a shared machine a burst of
+    load from another process then slows every candidate, instead of skewing the one timed during it.
+    """
+    for fn in cands.values():
+        for _ in range(3):
+            fn()
+    times = {name: [] for name in cands}
     start = time.perf_counter()
-    while len(times) < min_reps or (time.perf_counter() - start < seconds and len(times) < max_reps):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append((time.perf_counter_ns() - t0) / 1e3)
-    times.sort()
+    while True:
+        for name, fn in cands.items():
+            block_start = time.perf_counter()
+            while time.perf_counter() - block_start < block_seconds and len(times[name]) < max_reps:
+                t0 = time.perf_counter_ns()
+                fn()
+                times[name].append((time.perf_counter_ns() - t0) / 1e3)
+        enough = all(len(t) >= min_reps for t in times.values())
+        if enough and (time.perf_counter() - start > seconds * len(cands) or
+                       all(len(t) >= max_reps for t in times.values())):
+            break
+    return {name: summarize(t) for name, t in times.items()}
+
+
+def summarize(times):
+    times = sorted(times)
 
     def q(p):
         return times[min(len(times) - 1, int(p * len(times)))]
@@ -218,7 +235,7 @@ def main(argv=None) -> int:
                 for c in args.channels:
                     for size in args.sizes:
                         cands, moved, x_bytes = make_case(op, n, c, size, layout, gen)
-                        timings, errors = {}, {}
+                        runnable, errors = {}, {}
                         for name, cand in cands.items():
                             if name == "compiled":
                                 if args.no_compile:
@@ -227,7 +244,8 @@ def main(argv=None) -> int:
                                 if cand is None:
                                     errors[name] = error
                                     continue
-                            timings[name] = time_calls(cand, args.seconds)
+                            runnable[name] = cand
+                        timings = time_interleaved(runnable, args.seconds)
                         med = {k: v["median_us"] for k, v in timings.items()}
                         ratios = {
                             "eager_over_cpu": med["eager"] / med["cpu"],

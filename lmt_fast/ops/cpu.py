@@ -1,12 +1,13 @@
 """The "cpu" backend: the C++ kernels of csrc/cpu, called as ``torch.ops.lmt.*`` from ``lmt_fast._C``.
 
-One sweep over x gathers the statistics of a row (NCHW) or channel block (channels_last) while it stays
-in cache, a second sweep writes y with the whole epilogue fused (region mix, activation, residual); both
-layouts are read in place, and float32/float64/bfloat16/float16 storage is supported with float32
-statistics (float64 for float64). Gradients and fake kernels come from ``lmt_fast.ops.library``.
+One sweep over x gathers the statistics of a slice (an NCHW row; in channels_last a run of whole pixels)
+from memory, a second sweep over the same slice, still in cache, writes y with the whole epilogue fused
+(region mix, activation, residual). Both layouts are read in place; float32/float64/bfloat16/float16
+storage, statistics in float32 (float64 for float64); OpenMP over slices. Gradients, fake kernels and
+the Python half of the schema contract come from ``lmt_fast.ops.library``.
 
-Importing this module raises ModuleNotFoundError/ImportError when the extension is missing or was built
-without the CPU kernels; ``lmt_fast.ops.backends`` then reports the backend unavailable with that reason.
+Importing this module raises ImportError, with the reason, when the extension is missing or was built
+without the CPU kernels; ``lmt_fast.ops.backends`` then reports the backend unavailable.
 """
 
 from __future__ import annotations

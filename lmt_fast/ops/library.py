@@ -14,8 +14,8 @@ exactly as ``reference.resize_masks`` does, activation names turned into the sch
 stacked styles (a (N, 2, H, W) cat is small next to x); the kernels recognise an exactly complementary
 pair and then read one mask plane instead of two.
 
-Raises ModuleNotFoundError (name "lmt_fast._C") when the compiled extension is not available, so the
-backends that need it are reported unavailable with the reason instead of failing ``import lmt_fast``.
+Raises ImportError, with the reason, when the compiled extension is not available, so the backends
+that need it are reported unavailable instead of failing ``import lmt_fast``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from lmt_fast import _extension
 from . import reference
 
 if _extension.extension is None:
-    raise ModuleNotFoundError(
-        f"the compiled op library is unavailable: {_extension.unavailable_reason}", name="lmt_fast._C"
-    )
+    raise ImportError(f"the compiled op library is unavailable: {_extension.unavailable_reason}", name="lmt_fast._C")
 
 OP_NAMES = ("masked_moments", "region_adain", "instance_norm", "layer_norm")
 if not all(hasattr(torch.ops.lmt, name) for name in OP_NAMES):  # an old or foreign build of _C
@@ -53,36 +51,51 @@ def has_kernel(dispatch_key: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+def _run(op, *args):
+    """Call ``op``; when no tensor argument needs a gradient, below the autograd layer.
+
+    The autograd kernel that register_autograd installs is Python and costs about 5 us a call even when
+    nothing requires grad (a model's forward at inference); skipping it is what it would do anyway.
+    Under torch.compile the op is called as is, for the tracer to see the autograd formula.
+    """
+    if torch.compiler.is_compiling() or (
+        torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    ):
+        return op(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
 def _masks_at(masks: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return reference.resize_masks(masks, x.shape[-2:], reference.accumulation_dtype(x.dtype))
 
 
 def masked_moments(x, masks, eps=1e-5):
-    return torch.ops.lmt.masked_moments(x, _masks_at(masks, x), float(eps))
+    return _run(torch.ops.lmt.masked_moments.default, x, _masks_at(masks, x), float(eps))
 
 
 def region_adain(x, masks, gamma, beta, stats="global", eps=1e-5, activation=None, residual=None):
-    return torch.ops.lmt.region_adain(
-        x, _masks_at(masks, x), gamma, beta, stats == "region", float(eps), ACTIVATION_CODES[activation], residual
-    )
+    return _run(torch.ops.lmt.region_adain.default, x, _masks_at(masks, x), gamma, beta, stats == "region",
+                float(eps), ACTIVATION_CODES[activation], residual)
 
 
 def highway_adain(x, mask, gamma_f, beta_f, gamma_b, beta_b, eps=1e-5):
     # The spec stacks [m, 1 - m] before resizing; resizing m first (bilinear weights sum to one, so the
     # two agree up to rounding) makes the pair exactly complementary, which the kernels run faster.
+    # gamma/beta are widened to the accumulation dtype by the op (stack promotes mixed dtypes exactly).
     m = _masks_at(mask, x)
-    acc = m.dtype
-    gamma = torch.stack([gamma_f.to(acc), gamma_b.to(acc)], dim=1)
-    beta = torch.stack([beta_f.to(acc), beta_b.to(acc)], dim=1)
-    return torch.ops.lmt.region_adain(x, torch.cat([m, 1 - m], dim=1), gamma, beta, False, float(eps), 0, None)
+    return _run(torch.ops.lmt.region_adain.default, x, torch.cat([m, 1 - m], dim=1),
+                torch.stack([gamma_f, gamma_b], dim=1), torch.stack([beta_f, beta_b], dim=1), False, float(eps), 0,
+                None)
 
 
 def instance_norm(x, weight=None, bias=None, eps=1e-5, activation=None, residual=None):
-    return torch.ops.lmt.instance_norm(x, weight, bias, float(eps), ACTIVATION_CODES[activation], residual)
+    return _run(torch.ops.lmt.instance_norm.default, x, weight, bias, float(eps), ACTIVATION_CODES[activation],
+                residual)
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5, activation=None, residual=None):
-    return torch.ops.lmt.layer_norm(x, weight, bias, float(eps), ACTIVATION_CODES[activation], residual)
+    return _run(torch.ops.lmt.layer_norm.default, x, weight, bias, float(eps), ACTIVATION_CODES[activation], residual)
 
 
 IMPLS = {
