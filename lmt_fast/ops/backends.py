@@ -25,7 +25,7 @@ def load_optional_backends() -> None:
             if exc.name == module:  # the backend module itself is not written yet
                 reason = "not implemented in this version"
             else:
-                reason = f"{exc.name} is not installed"
+                reason = f"{exc.name} is not installed ({exc})"
             for name in names:
                 unavailable[name] = reason
         except Exception as exc:  # a backend must never break `import lmt_fast.ops`
