@@ -118,8 +118,28 @@ def test_gradients_reach_every_generator_parameter():
     assert not missing, missing
 
 
+def test_global_baseline_has_no_mask_network_and_restyles_everything():
+    torch.manual_seed(3)
+    learned = LOMITGenerator(LOMITConfig.tiny()).eval()
+    baseline = LOMITGenerator(LOMITConfig.tiny(mask_mode="global")).eval()
+    assert baseline.mask_net is None
+    assert count_parameters(learned) - count_parameters(baseline) == count_parameters(learned.mask_net)
+    # Same weights everywhere else: the baseline must equal LOMIT given all-ones masks.
+    baseline.load_state_dict({k: v for k, v in learned.state_dict().items() if not k.startswith("mask_net.")})
+    x, y = _images(2, 64, 17), _images(2, 64, 18)
+    ones = torch.ones(2, 1, 64, 64)
+    with torch.no_grad():
+        out = baseline(x, y)
+        expected = learned(x, y, input_mask=ones, exemplar_mask=ones)
+        cached = baseline.translate_encoded(x, baseline.encode_exemplar(y))
+    assert torch.equal(out.input_mask, torch.ones_like(out.input_mask))
+    assert torch.equal(out.exemplar_mask, torch.ones_like(out.exemplar_mask))
+    torch.testing.assert_close(out.image, expected.image, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cached.image, out.image, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("bad", [dict(compat="both"), dict(n_res_blocks=3), dict(image_size=72),
-                                 dict(attributes=()), dict(base_dim=0)])
+                                 dict(attributes=()), dict(base_dim=0), dict(mask_mode="local")])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         LOMITConfig.tiny(**bad)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COMPAT_MODES = ("paper", "official")
+MASK_MODES = ("learned", "global")
 
 # The attribute selection of the official CelebA configuration (hair colour and smile).
 DEFAULT_ATTRIBUTES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Smiling")
@@ -26,6 +27,10 @@ class LOMITConfig:
                    (unbiased) std over rows of the per-row stds, eps is added to that std, and the content
                    encoder's instance norms keep running statistics that replace the per-instance ones
                    in eval mode.
+    mask_mode:
+        "learned"  LOMIT: the co-segmentation network decides where the exemplar's style goes.
+        "global"   the baseline of the quality benchmark: no mask network, every mask is 1, so the
+                   exemplar's whole-image style restyles the whole input (MUNIT-style global AdaIN).
     """
 
     image_size: int = 128          # the training resolution; the generator itself is fully convolutional
@@ -41,12 +46,15 @@ class LOMITConfig:
     d_base_dim: int = 64           # discriminator: channels of the first conv
     d_layers: int = 6              # discriminator: stride-2 convs (official D.N_RES_BLOCKS)
     compat: str = "paper"
+    mask_mode: str = "learned"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes kept in checkpoints
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attributes", tuple(self.attributes))
         if self.compat not in COMPAT_MODES:
             raise ValueError(f"compat must be one of {COMPAT_MODES}, got {self.compat!r}")
+        if self.mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
         for name in ("image_size", "base_dim", "style_dim", "mlp_dim", "d_base_dim", "d_layers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -194,7 +194,8 @@ class LOMITGenerator(nn.Module):
         self.config = cfg
         self.content_encoder = ContentEncoder(cfg)
         self.style_encoder = StyleEncoder(cfg)
-        self.mask_net = MaskNetwork(cfg)
+        # The global baseline has no mask network at all (no unused parameters for DDP to trip on).
+        self.mask_net = MaskNetwork(cfg) if cfg.mask_mode == "learned" else None
         self.decoder = Decoder(cfg)
 
     # -- stateless pieces --------------------------------------------------------------------------
@@ -202,9 +203,13 @@ class LOMITGenerator(nn.Module):
         return self.content_encoder(x)
 
     def attention(self, c: torch.Tensor) -> torch.Tensor:
+        if self.mask_net is None:
+            return c.new_ones(c.shape[0], c.shape[1], 1, 1)
         return self.mask_net.attention(c)
 
     def mask_from(self, c_self: torch.Tensor, attention_other: torch.Tensor) -> torch.Tensor:
+        if self.mask_net is None:
+            return c_self.new_ones(c_self.shape[0], 1, *c_self.shape[2:])
         return self.mask_net(c_self, attention_other)
 
     def compute_mask(self, c_self: torch.Tensor, c_other: torch.Tensor) -> torch.Tensor:
