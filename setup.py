@@ -95,11 +95,11 @@ setup(
     install_requires=["torch>=2.4", "numpy", "pillow", "safetensors"],
     extras_require={
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript"],
-        "train": ["tqdm", "tensorboard"],
+        "train": ["tqdm", "tensorboard", "scikit-image"],
         "triton": ["triton>=3.0"],
         "trt": ["tensorrt", "cuda-python"],
         # what the test suite uses (CI adds the triton extra to run the kernels in the interpreter)
-        "dev": ["pytest>=7", "tqdm", "tensorboard", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript"],
+        "dev": ["pytest>=7", "tqdm", "tensorboard", "scikit-image", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript"],
     },
     entry_points={"console_scripts": ["lmt-fast=lmt_fast.cli:main", "lmt-train=lmt_train.cli:main"]},
     ext_modules=ext_modules,

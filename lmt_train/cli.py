@@ -1,8 +1,9 @@
-"""lmt-train: train LOMIT models (train) and preview the synthetic dataset (synthetic).
+"""lmt-train: train LOMIT models (train), evaluate them (eval) and preview the synthetic dataset (synthetic).
 
     lmt-train train --config configs/tiny_synthetic.toml --set iterations=2000 --run-dir runs/tiny
     lmt-train train --run-dir runs/tiny --resume                 # continue from runs/tiny/latest
     torchrun --nproc-per-node 2 -m lmt_train train --config ...  # one process per GPU (gloo on CPUs)
+    lmt-train eval runs/tiny --pairs 256 --json eval.json        # quality on held-out synthetic pairs
 
 Configuration: the file (TOML or JSON; see configs/), then `--set key=value` overrides, then the
 shortcut flags (--run-dir, --dataset, --data-path, --iterations, --device). With --resume and no
@@ -43,6 +44,30 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _eval_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("eval", help="score a checkpoint on held-out synthetic translation pairs",
+                       description="Score a generator on held-out synthetic translation pairs (hair colour "
+                                   "error, background PSNR, mask IoU, PSNR/SSIM vs the exact target) and "
+                                   "print a Markdown table; see lmt_train.evaluate.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="checkpoint directory or .safetensors file (a run directory works too)")
+    p.add_argument("--pairs", type=int, default=256, metavar="N", help="number of pairs (default 256)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the pairs (default 0)")
+    p.add_argument("--split", default="test", choices=("test", "val", "train"), help="default test")
+    p.add_argument("--size", type=int, metavar="PX", help="render and translate at PX (default: the model's size)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="B", help="pairs per forward (default 16)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu (default), cuda, cuda:1")
+    p.add_argument("--backend", default="auto", metavar="NAME", help="op backend (default auto)")
+    p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (with per-pair values)")
+    p.add_argument("--markdown", metavar="OUT.md", help="also write the table as Markdown")
+    p.add_argument("--grid", metavar="OUT.png", help="write a PNG of the first pairs: input | exemplar | "
+                   "output | target | learned mask | true mask")
+    p.add_argument("--grid-pairs", type=int, default=4, metavar="N", help="rows of the grid (default 4)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
@@ -50,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("synthetic", add_help=False,
                    help="write a preview grid (and with --samples the PNGs) of synthetic translation pairs")
     _train_parser(sub)
+    _eval_parser(sub)
     try:
         if argv[:1] == ["synthetic"]:  # its own parser reads the remaining arguments
             from lmt_train.data import synthetic
@@ -59,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "train":
             return _train(args)
+        if args.command == "eval":
+            return _eval(args)
         parser.print_help()
         return 2
     except UserError as exc:
@@ -95,6 +123,42 @@ def _train(args) -> int:
         if result.interrupted:
             print(f"{PROG}: continue with: lmt-train train --run-dir {result.run_dir} --resume", file=sys.stderr)
     return 130 if result.interrupted else 0
+
+
+def _eval(args) -> int:
+    import json
+
+    from lmt_fast.io import CheckpointError
+    from lmt_fast.translator import TranslatorError
+    from lmt_train.evaluate import EvaluationError, MissingDependencyError, evaluate
+
+    outputs = [Path(p) for p in (args.json, args.markdown) if p]
+    for path in outputs:
+        if path.is_dir():
+            raise UserError(f"output {path} is a directory; give a file name")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    try:
+        report = evaluate(args.checkpoint, pairs=args.pairs, size=args.size, seed=args.seed, split=args.split,
+                          batch_size=args.batch_size, device=args.device, backend=args.backend,
+                          progress=progress, grid_path=args.grid, grid_pairs=args.grid_pairs)
+    except (CheckpointError, TranslatorError, EvaluationError, MissingDependencyError) as exc:
+        raise UserError(str(exc)) from None
+    table = report.to_markdown()
+    print(table, end="")
+    try:
+        if args.json:
+            _write_text(args.json, json.dumps(report.to_dict(per_pair=True), indent=2) + "\n")
+        if args.markdown:
+            _write_text(args.markdown, table)
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
 
 
 def _overrides(args) -> list[str]:

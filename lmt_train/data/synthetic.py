@@ -1002,11 +1002,12 @@ def preview_grid(n: int, size: int, seed: int = 0, gap: int = 2) -> np.ndarray:
         pair = make_translation_pair(rng, size)
         mask = np.repeat((pair.input.hair_mask * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
         tiles = [pair.input.image, pair.exemplar.image, pair.target.image, mask]
-        rows.append(_join(tiles, axis=1, gap=gap))
-    return _join(rows, axis=0, gap=gap)
+        rows.append(join_tiles(tiles, axis=1, gap=gap))
+    return join_tiles(rows, axis=0, gap=gap)
 
 
-def _join(tiles: list[np.ndarray], axis: int, gap: int) -> np.ndarray:
+def join_tiles(tiles: list[np.ndarray], axis: int, gap: int) -> np.ndarray:
+    """Concatenate uint8 tiles along `axis` with white gaps of `gap` pixels between them."""
     shape = list(tiles[0].shape)
     shape[axis] = gap
     spacer = np.full(shape, 255, dtype=np.uint8)
