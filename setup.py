@@ -8,6 +8,10 @@ Environment switches:
   LMT_FAST_BUILD_EXT=0      build no extension at all (pure Python install)
   TORCH_CUDA_ARCH_LIST      CUDA architectures (default "8.0;9.0")
 A missing extension never breaks `import lmt_fast`: the ops fall back to Triton or the reference.
+
+The TensorRT plugin (csrc/trt -> liblmt_trt_plugin.so, for `lmt-fast export --custom-ops` engines) is not
+built here: it needs TensorRT's C++ headers rather than PyTorch, so it is built on demand from a source
+checkout with `lmt-fast build-plugin` (lmt_fast/export/plugin_build.py) or with CMake (csrc/trt/CMakeLists.txt).
 """
 from __future__ import annotations
 

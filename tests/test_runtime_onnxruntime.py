@@ -182,3 +182,66 @@ def test_session_checks_requests_before_running(export_dir):
             session.run({**good, **change})
     with pytest.raises(ContractError, match="missing input\\(s\\) \\['exemplar_style'\\]"):
         session.run({k: v for k, v in good.items() if k != "exemplar_style"})
+
+
+# -- execution providers: CUDA when asked for, or one clear error (never a silent CPU fallback) ----------------
+
+HAS_CUDA_PROVIDER = "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def test_provider_lists(monkeypatch):
+    from lmt_fast.runtime.onnxruntime import ExecutionProviderError, provider_names, providers_for
+
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert providers_for("cuda") == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert providers_for(torch.device("cuda", 1))[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert provider_names(providers_for("cuda:1")) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ExecutionProviderError, match="runs on 'cpu' or 'cuda\\[:N\\]', not 'meta'"):
+        providers_for("meta")
+
+
+@pytest.mark.skipif(HAS_CUDA_PROVIDER, reason="this onnxruntime has CUDAExecutionProvider")
+def test_cuda_without_the_cuda_provider_is_one_clear_error(export_dir):
+    from lmt_fast.runtime.onnxruntime import ExecutionProviderError, OnnxRuntimeGenerator, providers_for
+
+    with pytest.raises(ExecutionProviderError) as err:
+        providers_for("cuda")
+    text = str(err.value)
+    assert "device 'cuda' needs onnxruntime's CUDAExecutionProvider" in text
+    assert str(ort.get_available_providers()) in text and "onnxruntime-gpu" in text
+    with pytest.raises(ExecutionProviderError, match="CUDAExecutionProvider"):
+        OnnxRuntimeGenerator.from_onnx(export_dir / "model.onnx", device="cuda:0")
+
+
+@pytest.mark.skipif(HAS_CUDA_PROVIDER, reason="this onnxruntime has CUDAExecutionProvider")
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
+def test_a_provider_that_does_not_start_is_an_error(export_dir, monkeypatch):
+    """onnxruntime itself only warns and runs on the CPU when a requested provider cannot start."""
+    from lmt_fast.runtime.onnxruntime import ExecutionProviderError, OnnxSession
+
+    cuda = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    with pytest.raises(ExecutionProviderError, match="has no \\['CUDAExecutionProvider'\\].*onnxruntime-gpu"):
+        OnnxSession(export_dir / "translate.onnx", cuda)
+    # listed as available (as onnxruntime-gpu lists it) but failing to start, e.g. without cuDNN
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ExecutionProviderError, match="could not start \\['CUDAExecutionProvider'\\].*would run on "
+                                                     "\\['CPUExecutionProvider'\\]"):
+        OnnxSession(export_dir / "translate.onnx", cuda)
+
+
+@pytest.mark.skipif(not HAS_CUDA_PROVIDER, reason="this onnxruntime has no CUDAExecutionProvider "
+                                                  "(install onnxruntime-gpu)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU (or PyTorch without CUDA)")
+def test_cuda_provider_matches_the_cpu(export_dir, pair):
+    from lmt_fast.runtime.onnxruntime import OnnxRuntimeGenerator
+
+    eager, _ = pair
+    gpu = Translator.load(export_dir / "model.onnx", device="cuda")
+    assert isinstance(gpu.generator, OnnxRuntimeGenerator) and "CUDAExecutionProvider" in repr(gpu.generator)
+    session = gpu.generator.session(Variant("full"))
+    assert session.session.get_providers()[0] == "CUDAExecutionProvider"
+    x, e = rand_tensor(5, 3, SIZE, SIZE), rand_tensor(6, 3, SIZE, SIZE)
+    got = gpu.translate(x.cuda(), e.cuda())
+    assert got.image.is_cuda
+    assert rel_err(got.image.cpu(), eager.translate(x, e).image) <= 1e-3

@@ -1,5 +1,7 @@
 """TensorRT: optimization profiles, engine I/O and request checks (plain data, no GPU needed), the
-build-engine command without TensorRT, and, where tensorrt and a GPU exist, real engines.
+build-engine command without TensorRT, plugin-library loading and the Translator's TensorRTGenerator
+(engine descriptions, configs, and the generator interface over stand-in engines run by onnxruntime),
+and, where tensorrt and a GPU exist, real engines.
 
 The GPU tests run as they are on a machine with a CUDA GPU, PyTorch with CUDA and the tensorrt package
 (cuda-python / pycuda for those buffer kinds); elsewhere they skip and say what is missing.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,7 +20,11 @@ from lmt_fast.export.profiles import Profile, ShapeRange, build_profile, parse_p
 from lmt_fast.export.tensorrt import (
     TensorRTUnavailableError, build_engine, read_sidecar, trtexec_command, write_sidecar,
 )
-from lmt_fast.runtime.tensorrt import EngineIO, EngineRunner, check_request, infer_contract
+from lmt_fast.runtime import tensorrt as rt
+from lmt_fast.runtime.tensorrt import (
+    EngineIO, EngineRunner, PluginLoadError, TensorRTGenerator, check_request, describe_engine, engine_files,
+    infer_contract, is_engine_path, load_plugins, resolve_config, write_engine_sidecar,
+)
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 DIMS = ModelDims(size_multiple=16, mask_scale=4, content_dim=32, style_dim=8)
@@ -87,7 +94,7 @@ def test_trtexec_command_is_the_builders_equivalent():
                    "--minShapes=input:1x3x64x64,exemplar:1x3x64x64 "
                    "--optShapes=input:2x3x128x128,exemplar:2x3x128x128 "
                    "--maxShapes=input:4x3x256x256,exemplar:4x3x256x256 "
-                   "--memPoolSize=workspace:1024M --staticPlugins=libplug.so")
+                   "--memPoolSize=workspace:1024M --dynamicPlugins=libplug.so")
 
 
 # -- engine I/O and requests (plain data standing in for what EngineRunner reads from an engine) ----------
@@ -199,6 +206,200 @@ def test_cli_build_engine_without_tensorrt(run_cli, exported, tmp_path):
     assert r.code == 2 and "multiples of 16" in r.err
 
 
+# -- plugin libraries (a stand-in for tensorrt's plugin registry) -----------------------------------------------
+
+class FakeRegistry:
+    def __init__(self, handle=True, registered=False):
+        self.handle, self.registered, self.loaded = handle, registered, []
+
+    def load_library(self, path):
+        self.loaded.append(path)
+        return object() if self.handle else None
+
+    def get_creator(self, name, version, namespace):
+        return object() if self.registered and (name, version, namespace) == rt.REGION_ADAIN_CREATOR else None
+
+
+class FakeTensorRT:
+    def __init__(self, registry):
+        self.registry = registry
+
+    def get_plugin_registry(self):
+        return self.registry
+
+
+def test_plugin_libraries_load_once_per_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(rt, "_LOADED_PLUGINS", {})
+    lib = tmp_path / "liblmt_trt_plugin.so"
+    lib.write_bytes(b"")
+    registry = FakeRegistry()
+    assert load_plugins(FakeTensorRT(registry), [lib]) == [lib]
+    assert load_plugins(FakeTensorRT(registry), [str(lib)]) == [lib]
+    assert registry.loaded == [str(lib.resolve())]
+    monkeypatch.setenv(rt.PLUGINS_ENV, os.pathsep.join([str(lib), ""]))
+    assert load_plugins(FakeTensorRT(registry), None) == [lib]           # from $LMT_FAST_TRT_PLUGINS
+    assert load_plugins(FakeTensorRT(registry), []) == []                # explicit: none
+    assert registry.loaded == [str(lib.resolve())]
+
+
+def test_plugin_library_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(rt, "_LOADED_PLUGINS", {})
+    monkeypatch.setenv(rt.PLUGINS_ENV, str(tmp_path / "missing.so"))
+    with pytest.raises(PluginLoadError, match="plugin library not found: .*missing.so \\(from \\$LMT_FAST_TRT_PLUGINS\\)"):
+        load_plugins(FakeTensorRT(FakeRegistry()), None)
+    lib = tmp_path / "lib.so"
+    lib.write_bytes(b"")
+    with pytest.raises(PluginLoadError, match="could not load the plugin library .*lib.so"):
+        load_plugins(FakeTensorRT(FakeRegistry(handle=False)), [lib])
+    # refused because its creator is registered already (e.g. build_engine loaded it first): fine
+    assert load_plugins(FakeTensorRT(FakeRegistry(handle=False, registered=True)), [lib]) == [lib]
+
+
+# -- engines for the Translator: descriptions and configs (no TensorRT needed) -----------------------------------
+
+def test_engine_paths(tmp_path):
+    (tmp_path / "b.engine").write_bytes(b"x")
+    (tmp_path / "a.plan").write_bytes(b"x")
+    (tmp_path / "a.plan.json").write_text("{}")
+    assert engine_files(tmp_path) == [tmp_path / "a.plan", tmp_path / "b.engine"]
+    assert engine_files(tmp_path / "a.plan") == [tmp_path / "a.plan"]
+    assert is_engine_path(tmp_path) and is_engine_path(tmp_path / "x.engine") and not is_engine_path(tmp_path / "x.onnx")
+    (tmp_path / "config.json").write_text("{}")
+    assert not is_engine_path(tmp_path)                        # a checkpoint directory
+    with pytest.raises(FileNotFoundError, match="no TensorRT engine at"):
+        engine_files(tmp_path / "none.plan")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no TensorRT engine \\(\\*.plan, \\*.engine\\) in"):
+        engine_files(tmp_path / "empty")
+
+
+def test_engine_description_from_sidecar_onnx_or_nothing(exported, tmp_path):
+    from lmt_fast.export.onnx import read_metadata
+
+    contract, config, _ = read_metadata(exported["float32"])
+    # trtexec's case: no sidecar, the ONNX it was built from beside it under the same name
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"engine")
+    (tmp_path / "model.onnx").write_bytes(exported["float32"].read_bytes())
+    d = describe_engine(plan)
+    assert d.contract == contract and d.config == config and d.source.endswith("model.onnx")
+    # nothing known
+    other = tmp_path / "other.plan"
+    other.write_bytes(b"engine")
+    d = describe_engine(other)
+    assert d.contract is None and d.config is None and d.source == ""
+    with pytest.raises(ContractError, match="model config of other.plan is unknown.*write_engine_sidecar"):
+        resolve_config([d])
+    assert resolve_config([d], config=config) == config
+    with pytest.raises(FileNotFoundError, match="ONNX model not found"):
+        describe_engine(other, onnx=tmp_path / "nope.onnx")
+    # write_engine_sidecar records the ONNX's contract and config once
+    write_engine_sidecar(other, exported["float32"])
+    d = describe_engine(other)
+    assert d.contract == contract and d.config == config and d.source == "other.plan.json"
+    with pytest.raises(ContractError, match="different models"):
+        resolve_config([d], config={**config, "base_dim": config["base_dim"] + 1})
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
+def test_generator_without_tensorrt_names_the_package(tmp_path):
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"engine")
+    with pytest.raises(TensorRTUnavailableError, match="'tensorrt' is not installed"):
+        TensorRTGenerator.from_plan(plan)
+    with pytest.raises(TensorRTUnavailableError, match="'tensorrt'"):
+        EngineRunner(plan, plugins=[tmp_path / "lib.so"])
+
+
+# -- TensorRTGenerator's interface over stand-in engines ------------------------------------------------------
+
+class OrtEngine:
+    """Stands in for an EngineRunner with torch buffers: the same request checks (contract and profile), then
+    the engine's graph run by onnxruntime; torch tensors in and out."""
+
+    def __init__(self, onnx_path, max_batch=4):
+        from lmt_fast.runtime.onnxruntime import OnnxSession
+
+        self.session = OnnxSession(onnx_path)
+        self.contract = self.session.contract
+        profile = build_profile(self.contract, default_size=64, max_batch=max_batch)
+        self.io = EngineIO({}, {}, (profile,))
+        self.seen = []
+
+    def run(self, inputs):
+        import torch
+
+        shapes = {name: tuple(t.shape) for name, t in inputs.items()}
+        dtypes = {name: str(t.dtype).replace("torch.", "") for name, t in inputs.items()}
+        check_request(self.contract, self.io, shapes, dtypes)
+        self.seen.append({name: (str(t.dtype), t.device.type, t.is_contiguous()) for name, t in inputs.items()})
+        out = self.session.run({name: t.numpy() for name, t in inputs.items()})
+        return {name: torch.from_numpy(value) for name, value in out.items()}
+
+
+@pytest.fixture(scope="module")
+def stand_in_generator(styled_checkpoint, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from lmt_fast.export.cache import cached_export
+    from lmt_fast.io import load_checkpoint
+
+    generator = load_checkpoint(styled_checkpoint).generator.eval()
+    cache = tmp_path_factory.getbasetemp() / "lmt_fast_onnx_cache"
+    engines = {Variant(part): OrtEngine(cached_export(generator, Variant(part), directory=cache))
+               for part in ("full", "style_encoder", "translate")}
+    return generator, TensorRTGenerator(generator.config, engines, device="cpu", engine_device="cpu",
+                                        describe="stand-in engines")
+
+
+def _rel(a, b) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def test_generator_interface_matches_the_torch_generator(stand_in_generator):
+    import torch
+
+    generator, engines = stand_in_generator
+    assert engines.backend == "tensorrt" and engines.dtype == "float32" and engines.config == generator.config
+    assert "full-float32" in repr(engines)
+    g = torch.Generator().manual_seed(0)
+    x, e = (torch.rand(2, 3, 64, 64, generator=g) * 2 - 1 for _ in range(2))
+    with torch.no_grad():
+        want = generator(x, e)
+        got = engines(x.double(), e)            # inputs are cast to the engines' dtype
+        for key in ("image", "input_mask", "exemplar_mask"):
+            assert _rel(getattr(got, key), getattr(want, key)) <= 1e-4, key
+        full = engines.runner(Variant("full"))
+        assert full.seen[-1]["input"] == ("torch.float32", "cpu", True)
+        code_want = generator.encode_exemplar(e[:1])
+        code = engines.encode_exemplar(e[:1])
+        assert code.content.shape == (1, 0, 1, 1)
+        assert _rel(code.style_fg, code_want.style_fg) <= 1e-4 and _rel(code.attention, code_want.attention) <= 1e-4
+        out_want = generator.translate_encoded(x, code_want)
+        out = engines.translate_encoded(x, code)   # one exemplar serves the batch of 2
+        assert _rel(out.image, out_want.image) <= 1e-4 and out.exemplar_mask.shape[0] == 2
+
+
+def test_generator_errors_name_the_engine_and_the_fix(stand_in_generator):
+    import torch
+
+    from lmt_fast.runtime.onnxruntime import MissingGraphError
+
+    _, engines = stand_in_generator
+    x = torch.zeros(1, 3, 64, 64)
+    with pytest.raises(MissingGraphError, match="no full engine with masks \\['input'\\].*--with-masks input.*"
+                                                "lmt-fast build-engine"):
+        engines(x, x, input_mask=torch.ones(1, 1, 16, 16))
+    with pytest.raises(ContractError, match="stand-in engines \\(full-float32 engine\\): .*no optimization profile "
+                                            "of the engine covers input 8x3x64x64"):
+        engines(torch.zeros(8, 3, 64, 64), torch.zeros(8, 3, 64, 64))
+    with pytest.raises(ContractError, match="height 60 .*not a multiple of 16"):
+        engines(torch.zeros(1, 3, 60, 64), torch.zeros(1, 3, 60, 64))
+    with pytest.raises(ContractError, match="mix dtypes"):
+        TensorRTGenerator(None, {Variant("full"): None, Variant("translate", dtype="float16"): None},
+                          device="cpu", engine_device="cpu")
+
+
 # -- with TensorRT and a GPU ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -298,3 +499,50 @@ def test_torch_free_buffers(engines, buffers, package):
     want = runner_torch(input=x, exemplar=x[::-1].copy())
     assert isinstance(got["image"], np.ndarray)
     np.testing.assert_allclose(got["image"], want["image"].cpu().numpy(), rtol=1e-5, atol=1e-5)
+
+
+# -- TensorRTGenerator on real engines (tensorrt and a GPU) ----------------------------------------------------
+
+@needs_gpu
+def test_generator_over_engines_matches_pytorch(engines, tmp_path):
+    import shutil
+
+    import torch
+
+    generator, onnx_files, plans = engines
+    trt_generator = TensorRTGenerator.from_plan(plans["float32"], device="cpu")   # contract, config: the sidecar
+    assert trt_generator.config == generator.config and trt_generator.dtype == "float32"
+    x, e = (torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(s)) * 2 - 1 for s in (1, 2))
+    want = _torch_reference(generator, x.cuda(), e.cuda())
+    got = trt_generator(x, e)                          # CPU tensors in and out, the engine on the GPU
+    assert got.image.device.type == "cpu" and trt_generator.engine_device.type == "cuda"
+    assert ((got.image - want.image.cpu()).abs().max() / want.image.abs().max()).item() <= 5e-3
+    # an engine built by trtexec: no sidecar, the ONNX it came from beside it
+    folder = tmp_path / "trtexec"
+    folder.mkdir()
+    shutil.copyfile(plans["float32"], folder / "model.plan")
+    shutil.copyfile(onnx_files["float32"], folder / "model.onnx")
+    from_onnx = TensorRTGenerator.from_plan(folder, device="cuda")
+    assert from_onnx.config == generator.config and from_onnx(x.cuda(), e.cuda()).image.is_cuda
+    (folder / "model.onnx").unlink()
+    with pytest.raises(ContractError, match="model config of model.plan is unknown"):
+        TensorRTGenerator.from_plan(folder)
+    inferred = TensorRTGenerator.from_plan(folder, config=generator.config)   # contract from names, sizes from config
+    assert inferred.runner(Variant()).contract.dims.size_multiple == generator.config.size_multiple
+
+
+@needs_gpu
+def test_translator_serves_an_engine(engines):
+    from lmt_fast import translator as translator_module
+
+    if "tensorrt" not in getattr(translator_module, "RUNTIME_BACKENDS", ()):
+        pytest.skip("lmt_fast/translator.py does not route .plan files to TensorRTGenerator yet")
+    import torch
+
+    generator, _, plans = engines
+    t = translator_module.Translator.load(plans["float32"])
+    assert t.backend == "tensorrt" and t.config == generator.config
+    eager = translator_module.Translator(generator)
+    x, e = (torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(s)) * 2 - 1 for s in (3, 4))
+    got, want = t.translate(x, e), eager.translate(x, e)
+    assert ((got.image - want.image).abs().max()).item() <= 1e-2

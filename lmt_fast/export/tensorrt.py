@@ -72,7 +72,9 @@ def trtexec_command(onnx_path, plan_path, profile: Profile, workspace_mib: int |
         args.append(f"--memPoolSize=workspace:{int(workspace_mib)}M")
     if fp16:
         args.append("--fp16")
-    args += [f"--staticPlugins={p}" for p in plugins]
+    # liblmt_trt_plugin.so registers through getCreators (csrc/trt/README.md): trtexec loads such libraries
+    # with --dynamicPlugins (--staticPlugins only dlopens, for libraries built with static registration).
+    args += [f"--dynamicPlugins={p}" for p in plugins]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -96,11 +98,11 @@ def build_engine(onnx_path: str | os.PathLike, plan_path: str | os.PathLike, pro
     if not profiles:
         raise ContractError("build_engine needs at least one optimization profile")
 
+    from lmt_fast.runtime.tensorrt import load_plugins
+
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
-    registry = trt.get_plugin_registry()
-    for library in plugins:
-        registry.load_library(str(library))
+    load_plugins(trt, list(plugins))   # once per process; PluginLoadError names a library that does not load
     builder = trt.Builder(logger)
     flags = 0
     if major < 11 and float16_graph:

@@ -6,8 +6,12 @@ OnnxRuntimeGenerator offers the three methods the Translator calls on a generato
 checkpoint's generator (and cached on disk, see lmt_fast.export.cache), or read from ONNX files that
 lmt_fast exported (their metadata carries the model config and the contract).
 
-Providers: CUDAExecutionProvider when the device is CUDA and onnxruntime has it, else
-CPUExecutionProvider. Tensors go through host memory (numpy) in both cases.
+Providers: a CPU device runs on CPUExecutionProvider. A CUDA device (``device="cuda"`` or ``"cuda:N"``)
+runs on CUDAExecutionProvider on that GPU (with CPUExecutionProvider behind it for the nodes CUDA has no
+kernel for, as onnxruntime assigns them); when the installed onnxruntime has no CUDAExecutionProvider
+(the CPU-only ``onnxruntime`` wheel instead of ``onnxruntime-gpu``), or the provider cannot start (CUDA /
+cuDNN libraries missing), that is an ExecutionProviderError naming the providers there are, never a
+silent fall back to the CPU. Tensors go through host memory (numpy) in both cases.
 """
 from __future__ import annotations
 
@@ -24,16 +28,43 @@ from lmt_fast.export.contract import ContractError, Variant
 _NUMPY = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
 
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+GPU_INSTALL_HINT = ("install onnxruntime-gpu instead of onnxruntime (pip uninstall onnxruntime && pip install "
+                    "onnxruntime-gpu), matching your CUDA version")
+
+
 class MissingGraphError(ValueError):
     """The ONNX files at hand do not include the graph a call needs; the message says which to export."""
 
 
-def providers_for(device: str | torch.device = "cpu") -> list[str]:
+class ExecutionProviderError(RuntimeError):
+    """The device asks for an onnxruntime execution provider that is not installed or does not start."""
+
+
+def providers_for(device: str | torch.device = "cpu") -> list:
+    """onnxruntime providers for `device`: ["CPUExecutionProvider"] on the CPU; on "cuda[:N]",
+    [("CUDAExecutionProvider", {"device_id": N}), "CPUExecutionProvider"], or ExecutionProviderError
+    naming the installed providers when this onnxruntime has no CUDA provider."""
     import onnxruntime as ort
 
+    device = torch.device(device)
+    if device.type == "cpu":
+        return [CPU_PROVIDER]
     available = ort.get_available_providers()
-    wanted = ["CUDAExecutionProvider"] if torch.device(device).type == "cuda" else []
-    return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+    if device.type != "cuda":
+        raise ExecutionProviderError(f"the onnxruntime backend runs on 'cpu' or 'cuda[:N]', not {str(device)!r}")
+    if CUDA_PROVIDER not in available:
+        raise ExecutionProviderError(
+            f"device {str(device)!r} needs onnxruntime's {CUDA_PROVIDER}, which this onnxruntime "
+            f"({ort.__version__}) does not have; its providers are {available}. {GPU_INSTALL_HINT}, or run on "
+            "device 'cpu'")
+    return [(CUDA_PROVIDER, {"device_id": device.index or 0}), CPU_PROVIDER]
+
+
+def provider_names(providers) -> list[str]:
+    """Names of a providers list that may hold (name, options) pairs."""
+    return [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
 
 
 class OnnxSession:
@@ -51,7 +82,21 @@ class OnnxSession:
         self.contract, self.config, self.exported_by = read_metadata(proto)
         self.path = None if isinstance(model, (bytes, onnx.ModelProto)) else Path(model)
         source = str(self.path) if self.path is not None else proto.SerializeToString()
-        self.session = ort.InferenceSession(source, providers=providers or ["CPUExecutionProvider"])
+        providers = list(providers or [CPU_PROVIDER])
+        available = ort.get_available_providers()
+        absent = [p for p in provider_names(providers) if p not in available]
+        if absent:
+            hint = f" {GPU_INSTALL_HINT}." if CUDA_PROVIDER in absent else ""
+            raise ExecutionProviderError(f"this onnxruntime ({ort.__version__}) has no {absent}; its providers are "
+                                         f"{available}.{hint}")
+        self.session = ort.InferenceSession(source, providers=providers)
+        # onnxruntime falls back to the CPU (with a logged warning) when a requested provider fails to start.
+        missing = [p for p in provider_names(providers) if p not in self.session.get_providers()]
+        if missing:
+            raise ExecutionProviderError(
+                f"onnxruntime could not start {missing} for {self.path or 'the graph'} (it would run on "
+                f"{self.session.get_providers()}); see onnxruntime's log above: usually CUDA or cuDNN libraries "
+                f"that onnxruntime-gpu {ort.__version__} needs are missing or of another version")
 
     @property
     def variant(self) -> Variant:
@@ -70,6 +115,8 @@ class OnnxRuntimeGenerator:
 
     Inputs and outputs are torch tensors (like the generator's); outputs come back on `device`.
     """
+
+    backend = "onnxruntime"
 
     def __init__(self, config, graphs, dtype: str = "float32", device: str | torch.device = "cpu",
                  providers: list[str] | None = None, describe: str = "the exported graphs"):
@@ -191,7 +238,8 @@ class OnnxRuntimeGenerator:
         return {name: torch.from_numpy(value).to(self.device) for name, value in session.run(feeds).items()}
 
     def __repr__(self) -> str:
-        return f"OnnxRuntimeGenerator({self._describe}, dtype={self.dtype}, providers={self.providers})"
+        providers = provider_names(self.providers)
+        return f"OnnxRuntimeGenerator({self._describe}, dtype={self.dtype}, providers={providers})"
 
 
 def _roles(masks: dict) -> tuple:
