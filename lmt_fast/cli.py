@@ -20,12 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USER_ERROR
+    from lmt_fast.export.contract import ContractError
     from lmt_fast.io import CheckpointError, ImageError
     from lmt_fast.translator import TranslatorError
 
     try:
         return args.run(args) or 0
-    except (CheckpointError, ImageError, TranslatorError, FileNotFoundError, IsADirectoryError,
+    except (CheckpointError, ImageError, TranslatorError, ContractError, FileNotFoundError, IsADirectoryError,
             PermissionError) as exc:
         print(f"lmt-fast: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="input image file")
     p.add_argument("exemplar", help="exemplar image file (its style is applied where the mask says)")
     p.add_argument("-o", "--output", required=True, help="output image file (.png, .jpg, ...)")
-    p.add_argument("--checkpoint", help="checkpoint directory or .safetensors file (default: the embedded model)")
+    p.add_argument("--checkpoint", help="checkpoint directory or .safetensors file, exported .onnx, or TensorRT "
+                                        ".plan (default: the embedded model)")
     p.add_argument("--input-mask", help="grayscale PNG at the input's size; replaces the learned input mask")
     p.add_argument("--exemplar-mask", help="grayscale PNG at the exemplar's size; replaces the learned mask")
     p.add_argument("--save-masks", metavar="DIR", help="write input_mask.png and exemplar_mask.png here")
@@ -53,6 +55,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exemplars", nargs="+", help="exemplar images (default: bundled portraits)")
     _add_runtime_options(p)
     p.set_defaults(run=_demo)
+
+    p = sub.add_parser("purify", help="purify a real eye image with MGST (region-wise synthetic style)",
+                       description="Make a real eye image look like the synthetic training domain (MGST): "
+                                   "the attention region (iris + pupil, white in the mask) and the rest get "
+                                   "their own style, the stored synthetic-domain style unless a style image "
+                                   "is given.")
+    p.add_argument("image", help="eye image file")
+    p.add_argument("--mask", help="grayscale PNG at the image's size: iris + pupil white, the rest black "
+                                  "(required by region-wise models)")
+    p.add_argument("-o", "--output", required=True, help="output image file (.png, .jpg, ...)")
+    p.add_argument("--checkpoint", help="MGST checkpoint directory or .safetensors file (default: the embedded model)")
+    p.add_argument("--style-image", help="take the region styles from this image instead of the stored style")
+    p.add_argument("--style-mask", help="the style image's mask (required with --style-image)")
+    _add_runtime_options(p)
+    p.set_defaults(run=_purify)
 
     p = sub.add_parser("info", help="versions, devices and available backends")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -112,11 +129,29 @@ def _parser() -> argparse.ArgumentParser:
                    help="TensorRT 10 only: FP16 kernels for a float32 graph (TensorRT 11 is strongly typed: "
                         "export with --dtype float16 instead)")
     p.add_argument("--plugin", action="append", default=[], metavar="LIB.so",
-                   help="TensorRT plugin library to load (graphs exported with --custom-ops)")
+                   help="TensorRT plugin library to load (graphs exported with --custom-ops; build it with "
+                        "lmt-fast build-plugin)")
     p.add_argument("--print-trtexec", action="store_true", help="print the equivalent trtexec command and exit")
     p.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     _add_triton_options(p)
     p.set_defaults(run=_build_engine)
+
+    p = sub.add_parser("build-plugin", help="build the TensorRT plugin library for --custom-ops exports",
+                       description="Compile csrc/cuda and csrc/trt (a source checkout) with nvcc and g++ into "
+                                   "liblmt_trt_plugin.so, the TensorRT plugin for lmt::RegionAdaIN nodes. Needs "
+                                   "TensorRT's C++ headers, not its libraries.")
+    p.add_argument("-o", "--output", default="build/trt", help="directory for the library (default: %(default)s)")
+    p.add_argument("--tensorrt-include", metavar="DIR",
+                   help="TensorRT include directory (default: $TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT/include, the "
+                        "tensorrt package, /usr/include)")
+    p.add_argument("--tensorrt-lib", metavar="DIR", help="directory with libnvinfer.so (--static-registration only)")
+    p.add_argument("--arch", action="append", metavar="SM",
+                   help="GPU architecture, repeatable (default: 80 and 90, i.e. A100 and H100)")
+    p.add_argument("--static-registration", action="store_true",
+                   help="register while loading, for trtexec --staticPlugins (links libnvinfer)")
+    p.add_argument("--jobs", type=int, default=1, help="compilers run at once (default 1)")
+    p.add_argument("--verbose", action="store_true", help="print the compiler commands")
+    p.set_defaults(run=_build_plugin)
     return parser
 
 
@@ -132,12 +167,17 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", help="op backend: auto, eager, or one listed by `lmt-fast info`")
     p.add_argument("--resize", default="model", choices=("model", "none"),
                    help="model: resize to the model's size and back (default); none: run at the image's size")
+    p.add_argument("--plugin", action="append", default=None, metavar="LIB.so",
+                   help="TensorRT plugin library for a --checkpoint engine with custom ops (default: "
+                        "$LMT_FAST_TRT_PLUGINS)")
 
 
 def _translator(args):
     from lmt_fast.translator import Translator
 
     options = dict(device=args.device, dtype=args.dtype, backend=args.backend, resize=args.resize)
+    if args.plugin:
+        options["plugins"] = args.plugin
     if args.checkpoint:
         return Translator.load(args.checkpoint, **options)
     return Translator.from_pretrained(**options)
@@ -177,6 +217,34 @@ def _demo(args) -> int:
     grid = demo_grid(_translator(args), args.inputs, args.exemplars)
     save_image(grid, output)
     print(f"wrote {output}: rows = inputs (translation above, learned input mask below), columns = exemplars")
+    return 0
+
+
+def _purify(args) -> int:
+    from lmt_fast.purifier import PurifierError
+
+    try:
+        return _run_purify(args)
+    except PurifierError as exc:
+        return _user_error(exc)
+
+
+def _run_purify(args) -> int:
+    from lmt_fast.io import check_image_path, save_image
+    from lmt_fast.purifier import Purifier, PurifierError
+
+    output = check_image_path(args.output)  # before any work
+    if (args.style_image is None) != (args.style_mask is None):
+        raise PurifierError("--style-image and --style-mask go together (the style's regions come from its mask)")
+    options = dict(device=args.device, dtype=args.dtype, backend=args.backend, resize=args.resize)
+    purifier = Purifier.load(args.checkpoint, **options) if args.checkpoint else Purifier.from_pretrained(**options)
+    style = purifier.encode_style(args.style_image, args.style_mask) if args.style_image else None
+    result = purifier.purify(args.image, args.mask, style=style)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    save_image(result.image, output)
+    source = "the style image" if style is not None else "the stored synthetic style"
+    print(f"wrote {output} ({result.image.width}x{result.image.height}, region styles from {source})")
     return 0
 
 
@@ -244,8 +312,10 @@ def _export_user_errors():
     from lmt_fast.export.coverage import UnsupportedOpsError
     from lmt_fast.export.onnx import ExportError
     from lmt_fast.export.tensorrt import EngineBuildError, TensorRTUnavailableError
+    from lmt_fast.runtime.tensorrt import PluginLoadError
 
-    return (ContractError, UnsupportedOpsError, ExportError, EngineBuildError, TensorRTUnavailableError, ValueError)
+    return (ContractError, UnsupportedOpsError, ExportError, EngineBuildError, TensorRTUnavailableError,
+            PluginLoadError, ValueError)
 
 
 def _user_error(exc: Exception) -> int:
@@ -346,6 +416,23 @@ def _run_build_engine(args) -> int:
 
         for folder in write_triton_repo(args.triton_repo, [plan], args.model_name, max_batch_size=args.max_batch_size):
             print(f"wrote Triton model {folder}")
+    return 0
+
+
+def _build_plugin(args) -> int:
+    from lmt_fast.export.plugin_build import DEFAULT_ARCHS, PluginBuildError, build_plugin
+    from lmt_fast.runtime.tensorrt import PLUGINS_ENV
+
+    try:
+        library = build_plugin(args.output, args.tensorrt_include, args.tensorrt_lib,
+                               tuple(args.arch) if args.arch else DEFAULT_ARCHS,
+                               static_registration=args.static_registration, jobs=args.jobs, verbose=args.verbose)
+    except PluginBuildError as exc:
+        return _user_error(exc)
+    flag = "--staticPlugins" if args.static_registration else "--dynamicPlugins"
+    print(f"wrote {library}\n  lmt-fast build-engine MODEL.onnx -o MODEL.plan --plugin {library}\n"
+          f"  trtexec --onnx=MODEL.onnx --saveEngine=MODEL.plan {flag}={library}\n"
+          f"  {PLUGINS_ENV}={library} (read by Translator.load / EngineRunner)")
     return 0
 
 

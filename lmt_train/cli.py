@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="write a preview grid (and with --samples the PNGs) of synthetic translation pairs")
     _train_parser(sub)
     _eval_parser(sub)
+    from lmt_train.mgst import cli as mgst_cli
+
+    mgst_cli.add_parser(sub)
     try:
         if argv[:1] == ["synthetic"]:  # its own parser reads the remaining arguments
             from lmt_train.data import synthetic
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "mgst":
+            return mgst_cli.run(args)
         parser.print_help()
         return 2
     except UserError as exc:

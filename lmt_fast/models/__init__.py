@@ -1,4 +1,4 @@
-"""The networks of lmt_fast: LOMIT (generator, discriminator) and their configuration."""
+"""The networks of lmt_fast: LOMIT (generator, discriminator), MGST (purifier) and their configurations."""
 from lmt_fast.models.config import COMPAT_MODES, DEFAULT_ATTRIBUTES, LOMITConfig
 from lmt_fast.models.lomit import (
     ExemplarCode,
@@ -7,8 +7,10 @@ from lmt_fast.models.lomit import (
     LOMITGenerator,
     count_parameters,
 )
+from lmt_fast.models.mgst import MGSTConfig, MGSTDiscriminator, MGSTGenerator, MGSTStyle
 
 __all__ = [
     "COMPAT_MODES", "DEFAULT_ATTRIBUTES", "LOMITConfig", "ExemplarCode", "GeneratorOutput",
     "LOMITDiscriminator", "LOMITGenerator", "count_parameters",
+    "MGSTConfig", "MGSTDiscriminator", "MGSTGenerator", "MGSTStyle",
 ]

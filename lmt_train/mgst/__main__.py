@@ -1,0 +1,5 @@
+import sys
+
+from lmt_train.mgst.cli import main
+
+sys.exit(main())
