@@ -34,7 +34,7 @@ from lmt_fast.models import ExemplarCode, LOMITGenerator
 RESIZE_POLICIES = ("model", "none")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MODEL_BACKENDS = ("auto", "eager")  # plus every op backend name (lmt_fast.ops.available_backends())
-RUNTIME_BACKENDS = ("onnxruntime",)  # run the generator as exported graphs instead of PyTorch modules
+RUNTIME_BACKENDS = ("onnxruntime", "tensorrt")  # run the generator as exported graphs / engines, not modules
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "default"
 
@@ -77,9 +77,9 @@ class Translator:
         self.resize = _choice("resize", resize, RESIZE_POLICIES)
         self.config = generator.config
         if backend in RUNTIME_BACKENDS or not isinstance(generator, torch.nn.Module):
-            # The generator runs as exported graphs (lmt_fast.runtime), with the same three methods.
-            self.backend = "onnxruntime"
-            self.generator = _runtime_generator(generator, self.device, self.dtype)
+            # The generator runs as exported graphs or engines (lmt_fast.runtime), with the same three methods.
+            self.generator = _runtime_generator(generator, self.device, self.dtype, backend)
+            self.backend = self.generator.backend
             return
         self.backend = _resolve_model_backend(backend, self.device)
         self.generator = generator.to(device=self.device, dtype=self.dtype).eval()
@@ -90,13 +90,21 @@ class Translator:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: str | torch.dtype | None = None, backend: str = "auto", resize: str = "model",
-             compat: str | None = None) -> "Translator":
+             compat: str | None = None, plugins: Sequence[str | os.PathLike] | None = None) -> "Translator":
         """Load a checkpoint (directory or .safetensors file written by lmt_fast.io.save_checkpoint).
 
         backend="onnxruntime" runs the checkpoint's generator as ONNX graphs (exported on first use and
         cached, see lmt_fast.export.cache). A .onnx file, or a directory of them, exported by
         `lmt-fast export` loads with backend "auto" or "onnxruntime"; its dtype is the graphs' dtype.
+        A TensorRT engine (.plan / .engine, from `lmt-fast build-engine` or trtexec), or a directory of
+        them, loads with backend "auto" or "tensorrt" (lmt_fast.runtime.tensorrt.TensorRTGenerator): the
+        engines run on a CUDA GPU, pre- and post-processing on `device`; `plugins` are plugin libraries
+        to load first (default $LMT_FAST_TRT_PLUGINS), e.g. liblmt_trt_plugin.so for --custom-ops engines.
         """
+        from lmt_fast.runtime.tensorrt import is_engine_path
+
+        if is_engine_path(path):
+            return cls._load_engine(path, device, dtype, backend, resize, compat, plugins)
         if _is_onnx_export(path):
             return cls._load_onnx(path, device, dtype, backend, resize, compat)
         overrides = {"compat": compat} if compat is not None else None
@@ -106,13 +114,13 @@ class Translator:
     @classmethod
     def _load_onnx(cls, path, device, dtype, backend, resize, compat) -> "Translator":
         from lmt_fast.export.contract import ContractError
-        from lmt_fast.runtime.onnxruntime import OnnxRuntimeGenerator
+        from lmt_fast.runtime.onnxruntime import ExecutionProviderError, OnnxRuntimeGenerator
 
-        if backend not in ("auto",) + RUNTIME_BACKENDS:
+        if backend not in ("auto", "onnxruntime"):
             raise TranslatorError(f"{path} is an ONNX export; it runs with backend 'onnxruntime', not {backend!r}")
         try:
             generator = OnnxRuntimeGenerator.from_onnx(path, device=device)
-        except ContractError as exc:
+        except (ContractError, ExecutionProviderError) as exc:
             raise TranslatorError(str(exc)) from None
         if compat is not None and compat != generator.config.compat:
             raise TranslatorError(f"{path} was exported with compat={generator.config.compat!r}; "
@@ -121,6 +129,27 @@ class Translator:
             raise TranslatorError(f"{path} holds {generator.dtype} graphs; dtype={dtype!r} needs a new export "
                                   f"(lmt-fast export --dtype ...)")
         return cls(generator, device=device, dtype=generator.dtype, backend="onnxruntime", resize=resize)
+
+    @classmethod
+    def _load_engine(cls, path, device, dtype, backend, resize, compat, plugins) -> "Translator":
+        from lmt_fast.export.contract import ContractError
+        from lmt_fast.export.tensorrt import TensorRTUnavailableError
+        from lmt_fast.runtime.tensorrt import PluginLoadError, TensorRTGenerator
+
+        if backend not in ("auto", "tensorrt"):
+            raise TranslatorError(f"{path} is a TensorRT engine; it runs with backend 'tensorrt', not {backend!r}")
+        _parse_device(device)  # a CUDA device that is not there is reported as for any model
+        try:
+            generator = TensorRTGenerator.from_plan(path, device=device, plugins=plugins)
+        except (ContractError, TensorRTUnavailableError, PluginLoadError, RuntimeError) as exc:
+            raise TranslatorError(str(exc)) from None
+        if compat is not None and compat != generator.config.compat:
+            raise TranslatorError(f"{path} was built from a compat={generator.config.compat!r} export; "
+                                  f"compat={compat!r} needs a new export and engine")
+        if dtype is not None and _parse_dtype(dtype) != DTYPES[generator.dtype]:
+            raise TranslatorError(f"{path} holds {generator.dtype} engines; dtype={dtype!r} needs an engine built "
+                                  f"from a {_parse_dtype(dtype)} export (lmt-fast export --dtype ...)")
+        return cls(generator, device=device, dtype=generator.dtype, backend="tensorrt", resize=resize)
 
     @classmethod
     def from_pretrained(cls, name: str = "default", **kwargs) -> "Translator":
@@ -389,17 +418,29 @@ def _is_onnx_export(path) -> bool:
     return path.suffix == ".onnx"
 
 
-def _runtime_generator(generator, device: torch.device, dtype: torch.dtype):
-    from lmt_fast.runtime.onnxruntime import OnnxRuntimeGenerator
+def _runtime_generator(generator, device: torch.device, dtype: torch.dtype, backend: str = "onnxruntime"):
+    """The generator as exported graphs / engines: a runtime generator as it is (OnnxRuntimeGenerator,
+    TensorRTGenerator), or a PyTorch generator exported for onnxruntime."""
+    from lmt_fast.runtime.onnxruntime import ExecutionProviderError, OnnxRuntimeGenerator
 
     names = {v: k for k, v in DTYPES.items()}
+    if not isinstance(generator, torch.nn.Module):
+        kind = getattr(generator, "backend", "onnxruntime")
+        if backend in RUNTIME_BACKENDS and backend != kind:
+            raise TranslatorError(f"this generator runs with backend {kind!r}, not {backend!r}")
+        if generator.dtype != names[dtype]:
+            what = "TensorRT engines" if kind == "tensorrt" else "ONNX graphs"
+            raise TranslatorError(f"these {what} are {generator.dtype}, not {names[dtype]}")
+        return generator
+    if backend == "tensorrt":
+        raise TranslatorError("backend 'tensorrt' runs TensorRT engines: export the checkpoint (lmt-fast export), "
+                              "build an engine (lmt-fast build-engine) and load the .plan with Translator.load")
     if dtype not in (torch.float32, torch.float16):
         raise TranslatorError(f"the onnxruntime backend runs float32 or float16 graphs, not {names[dtype]}")
-    if isinstance(generator, OnnxRuntimeGenerator):
-        if generator.dtype != names[dtype]:
-            raise TranslatorError(f"these ONNX graphs are {generator.dtype}, not {names[dtype]}")
-        return generator
-    return OnnxRuntimeGenerator.from_generator(generator, dtype=names[dtype], device=device)
+    try:
+        return OnnxRuntimeGenerator.from_generator(generator, dtype=names[dtype], device=device)
+    except ExecutionProviderError as exc:
+        raise TranslatorError(str(exc)) from None
 
 
 def _parse_device(device) -> torch.device:
