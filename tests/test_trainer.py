@@ -363,8 +363,10 @@ def test_config_files_and_overrides(tmp_path):
     as_json = tmp_path / "c.json"
     as_json.write_text(json.dumps(cfg.to_dict()))
     assert load_config(as_json) == cfg
+    from lmt_train.mgst.config import load_mgst_config
+
     for shipped in sorted((ROOT / "configs").iterdir()):
-        load_config(shipped)
+        (load_mgst_config if shipped.name.startswith("mgst_") else load_config)(shipped)
 
 
 @pytest.mark.parametrize("override, message", [
