@@ -164,7 +164,9 @@ def _add_triton_options(p: argparse.ArgumentParser) -> None:
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    p.add_argument("--backend", default="auto", help="op backend: auto, eager, or one listed by `lmt-fast info`")
+    p.add_argument("--backend", default="auto",
+                   help="auto (fused where a fused op backend runs, else eager), fused, eager, onnxruntime, "
+                        "tensorrt, or an op backend listed by `lmt-fast info`")
     p.add_argument("--resize", default="model", choices=("model", "none"),
                    help="model: resize to the model's size and back (default); none: run at the image's size")
     p.add_argument("--plugin", action="append", default=None, metavar="LIB.so",
@@ -436,6 +438,16 @@ def _build_plugin(args) -> int:
     return 0
 
 
+def _translator_auto(device: str) -> dict:
+    """What Translator(backend="auto") runs on `device`: "fused", or "eager" and the reason."""
+    import torch
+
+    from lmt_fast.runtime.fused import fused_unavailable_reason
+
+    reason = fused_unavailable_reason(device, torch.float32)
+    return {"backend": "fused" if reason is None else "eager", "reason": reason}
+
+
 def collect_info() -> dict:
     """What this installation can do: versions, devices, op backends and why others are missing."""
     import importlib
@@ -466,6 +478,7 @@ def collect_info() -> dict:
         "devices": devices,
         "op_backends": {"registered": ops.available_backends(), "auto_on_cpu": ops.resolve_backend("auto", "cpu"),
                         "unavailable": unavailable},
+        "translator_auto_on_cpu": _translator_auto("cpu"),
         "default_model": str(DEFAULT_MODEL) if (DEFAULT_MODEL / "config.json").is_file() else None,
     }
 
@@ -483,6 +496,8 @@ def _info(args) -> int:
           + (", ".join(dev["cuda_devices"]) if dev["cuda_available"] else "not available"))
     backends = info["op_backends"]
     print(f"op backends:\n  registered   {', '.join(backends['registered'])}\n  auto on cpu  {backends['auto_on_cpu']}")
+    auto = info["translator_auto_on_cpu"]
+    print(f"translator auto on cpu: {auto['backend']}" + (f" ({auto['reason']})" if auto["reason"] else ""))
     for name, why in backends["unavailable"].items():
         print(f"  {name}: {why}")
     print(f"default model: {info['default_model'] or 'not shipped yet'}")

@@ -15,10 +15,31 @@ Pre-processing policy (`resize`):
 Images are never cropped. Grayscale and RGBA inputs are converted to RGB and the notes say so.
 Outputs come back as the input came in: a path or PIL image gives a PIL image, a uint8 HWC array a uint8
 HWC array, a float tensor in [-1, 1] a tensor of the same shape, dtype and device.
+
+Backends of a checkpoint (`backend=`; `Translator.backend` names the one that runs, `backend_reason`
+says why when "auto" could not pick "fused"):
+    "auto"         "fused" where a fused op backend runs on the device and dtype, else "eager"
+    "fused"        lmt_fast.runtime.fused.FusedGenerator: BatchNorm / running IN folded into the convs,
+                   the fused norm kernels, channels_last, CUDA graphs on CUDA (`cuda_graphs=False` turns
+                   them off); an error naming the reason where no fused op backend runs
+    "eager"        the module as it is, on the reference ops (the spec)
+    an op backend  the module as it is, its norms on that op backend ("cpu", "cuda", "triton", ...)
+    "onnxruntime", "tensorrt"   exported graphs / engines (lmt_fast.runtime)
+
+Exemplar cache (`exemplar_cache=8` entries, 0 turns it off): `translate(input, exemplar)` with an
+exemplar image seen before (the same prepared pixels and exemplar mask, compared by a hash of their
+bytes) reuses what the paired forward computes from the exemplar alone: its content code and channel
+attention, and with a given exemplar mask its foreground style too. Without a given mask the exemplar's
+mask is conditioned on each input (Mask(c_ex, a_in)), so that mask and the style it gates are
+recomputed. Results equal the uncached ones up to float rounding (the input's encoders then run without
+the exemplar in their batch). `cache_info()` counts hits and misses. Exported graphs and engines have no
+cache (they do not give the exemplar's content code back).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,13 +51,15 @@ import torch.nn.functional as F
 from lmt_fast import ops
 from lmt_fast.io import ImageError, load_checkpoint, load_image, load_mask, to_rgb
 from lmt_fast.models import ExemplarCode, LOMITGenerator
+from lmt_fast.runtime import fused
 
 RESIZE_POLICIES = ("model", "none")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-MODEL_BACKENDS = ("auto", "eager")  # plus every op backend name (lmt_fast.ops.available_backends())
+MODEL_BACKENDS = ("auto", "eager", "fused")  # plus every op backend name (lmt_fast.ops.available_backends())
 RUNTIME_BACKENDS = ("onnxruntime", "tensorrt")  # run the generator as exported graphs / engines, not modules
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "default"
+DEFAULT_EXEMPLAR_CACHE = 8  # exemplars whose input-independent encoding translate() keeps
 
 
 class TranslatorError(ValueError):
@@ -71,26 +94,52 @@ class _Prepared:
 
 class Translator:
     def __init__(self, generator: LOMITGenerator, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype | None = None, backend: str = "auto", resize: str = "model"):
+                 dtype: str | torch.dtype | None = None, backend: str = "auto", resize: str = "model",
+                 exemplar_cache: int = DEFAULT_EXEMPLAR_CACHE, cuda_graphs: bool = True):
         self.device = _parse_device(device)
         self.dtype = _parse_dtype(dtype)
         self.resize = _choice("resize", resize, RESIZE_POLICIES)
         self.config = generator.config
-        if backend in RUNTIME_BACKENDS or not isinstance(generator, torch.nn.Module):
+        self.backend_reason: str | None = None  # why "auto" could not pick "fused"
+        if isinstance(exemplar_cache, bool) or not isinstance(exemplar_cache, int) or exemplar_cache < 0:
+            raise TranslatorError(f"exemplar_cache must be an int >= 0 (entries; 0 turns it off), "
+                                  f"got {exemplar_cache!r}")
+        self._exemplar_cache = None
+        if isinstance(generator, fused.FusedGenerator):
+            self.backend = "fused"
+            self.generator = _check_fused_generator(generator, self.device, self.dtype)
+        elif backend in RUNTIME_BACKENDS or not isinstance(generator, torch.nn.Module):
             # The generator runs as exported graphs or engines (lmt_fast.runtime), with the same three methods.
             self.generator = _runtime_generator(generator, self.device, self.dtype, backend)
             self.backend = self.generator.backend
-            return
-        self.backend = _resolve_model_backend(backend, self.device)
-        self.generator = generator.to(device=self.device, dtype=self.dtype).eval()
-        self.generator.set_backend(self.backend)
-        self.generator.requires_grad_(False)
+            return  # graphs and engines do not give the exemplar's content code back: no exemplar cache
+        else:
+            self.backend, self.backend_reason = _resolve_translator_backend(backend, self.device, self.dtype)
+            if self.backend == "fused":
+                self.generator = fused.FusedGenerator(generator, self.device, self.dtype, cuda_graphs=cuda_graphs)
+            else:
+                op_backend = "reference" if self.backend == "eager" else self.backend
+                self.generator = generator.to(device=self.device, dtype=self.dtype).eval()
+                self.generator.set_backend(op_backend)
+                self.generator.requires_grad_(False)
+        if exemplar_cache:
+            self._exemplar_cache = _ExemplarCache(exemplar_cache)
+
+    @property
+    def op_backend(self) -> str | None:
+        """The op backend the generator's norms run on (None for exported graphs and engines)."""
+        if isinstance(self.generator, fused.FusedGenerator):
+            return self.generator.op_backend
+        if self.backend in RUNTIME_BACKENDS:
+            return None
+        return "reference" if self.backend == "eager" else self.backend
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: str | torch.dtype | None = None, backend: str = "auto", resize: str = "model",
-             compat: str | None = None, plugins: Sequence[str | os.PathLike] | None = None) -> "Translator":
+             compat: str | None = None, plugins: Sequence[str | os.PathLike] | None = None,
+             exemplar_cache: int = DEFAULT_EXEMPLAR_CACHE, cuda_graphs: bool = True) -> "Translator":
         """Load a checkpoint (directory or .safetensors file written by lmt_fast.io.save_checkpoint).
 
         backend="onnxruntime" runs the checkpoint's generator as ONNX graphs (exported on first use and
@@ -100,6 +149,7 @@ class Translator:
         them, loads with backend "auto" or "tensorrt" (lmt_fast.runtime.tensorrt.TensorRTGenerator): the
         engines run on a CUDA GPU, pre- and post-processing on `device`; `plugins` are plugin libraries
         to load first (default $LMT_FAST_TRT_PLUGINS), e.g. liblmt_trt_plugin.so for --custom-ops engines.
+        exemplar_cache, cuda_graphs: see the class docstring (checkpoints only).
         """
         from lmt_fast.runtime.tensorrt import is_engine_path
 
@@ -109,7 +159,8 @@ class Translator:
             return cls._load_onnx(path, device, dtype, backend, resize, compat)
         overrides = {"compat": compat} if compat is not None else None
         checkpoint = load_checkpoint(path, device="cpu", config_overrides=overrides)
-        return cls(checkpoint.generator, device=device, dtype=dtype, backend=backend, resize=resize)
+        return cls(checkpoint.generator, device=device, dtype=dtype, backend=backend, resize=resize,
+                   exemplar_cache=exemplar_cache, cuda_graphs=cuda_graphs)
 
     @classmethod
     def _load_onnx(cls, path, device, dtype, backend, resize, compat) -> "Translator":
@@ -188,8 +239,32 @@ class Translator:
             raise TranslatorError(f"with resize='none' the input ({src.size[1]}x{src.size[0]}) and the exemplar "
                                   f"({ex.size[1]}x{ex.size[0]}) must have the same size; use encode_exemplar "
                                   "or resize='model'")
-        out = self.generator(self._cast(src.tensor), self._cast(ex.tensor), self._cast(m_in), self._cast(m_ex))
+        out = self._paired(src.tensor, ex.tensor, m_in, m_ex)
         return self._result(out.image, out.input_mask, src, self._mask_out(out.exemplar_mask, ex), src.notes + ex.notes)
+
+    def _paired(self, x_in, x_ex, m_in, m_ex):
+        """The paired forward, reusing the exemplar's input-independent part when it is cached."""
+        x_in, x_ex, m_in, m_ex = (self._cast(t) for t in (x_in, x_ex, m_in, m_ex))
+        if self._exemplar_cache is None:
+            return self.generator(x_in, x_ex, m_in, m_ex)
+        key = _exemplar_key(x_ex, m_ex)
+        parts = self._exemplar_cache.get(key)
+        if parts is not None:
+            return fused.paired_forward_cached(self.generator, x_in, parts, m_in)
+        out, parts = fused.paired_forward(self.generator, x_in, x_ex, m_in, m_ex)
+        self._exemplar_cache.put(key, parts)
+        return out
+
+    def cache_info(self) -> dict:
+        """The exemplar cache's hits, misses, entries and capacity (capacity 0: no cache)."""
+        if self._exemplar_cache is None:
+            return {"hits": 0, "misses": 0, "entries": 0, "capacity": 0}
+        return self._exemplar_cache.info()
+
+    def clear_cache(self) -> None:
+        """Forget every cached exemplar (the hit and miss counts stay)."""
+        if self._exemplar_cache is not None:
+            self._exemplar_cache.clear()
 
     @torch.inference_mode()
     def encode_exemplar(self, exemplar, exemplar_mask=None) -> ExemplarStyle:
@@ -410,6 +485,49 @@ def _image_out(x: torch.Tensor, src: _Prepared):
     return Image.fromarray(array, mode="RGB")
 
 
+class _ExemplarCache:
+    """A small LRU map from an exemplar's key to its fused.PairedExemplar, counting hits and misses."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._entries: OrderedDict = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key):
+        parts = self._entries.get(key)
+        if parts is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return parts
+
+    def put(self, key, parts) -> None:
+        self._entries[key] = parts
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def info(self) -> dict:
+        return {"hits": self.hits, "misses": self.misses, "entries": len(self._entries), "capacity": self.capacity}
+
+
+def _exemplar_key(x_ex: torch.Tensor, mask: torch.Tensor | None) -> tuple:
+    """Digests of the prepared exemplar and of its given mask (None when the mask is learned)."""
+    return _digest(x_ex), None if mask is None else _digest(mask)
+
+
+def _digest(t: torch.Tensor) -> str:
+    data = t.detach().to("cpu").contiguous()
+    h = hashlib.blake2b(f"{data.dtype}|{tuple(data.shape)}|".encode(), digest_size=16)
+    h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _is_onnx_export(path) -> bool:
     """A .onnx file, or a directory of them that is not a checkpoint directory."""
     path = Path(path)
@@ -466,6 +584,35 @@ def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise TranslatorError(f"{name} must be one of {list(allowed)}, got {value!r}")
     return value
+
+
+def _resolve_translator_backend(backend: str, device: torch.device, dtype: torch.dtype):
+    """(the backend a name resolves to for a checkpoint's module, why "auto" could not pick "fused").
+
+    "auto" -> "fused" where a fused op backend runs on (device, dtype), else "eager" with the reason;
+    "fused" -> "fused" or an error naming the reason; "eager" -> "eager"; an op backend name -> itself.
+    """
+    if backend in ("auto", "fused"):
+        reason = fused.fused_unavailable_reason(device, dtype)
+        if reason is None:
+            return "fused", None
+        if backend == "fused":
+            raise TranslatorError(f"backend 'fused' is not usable here: {reason}; backend 'eager' runs anywhere")
+        return "eager", f"'auto' runs eager on the reference ops: {reason}"
+    if backend == "eager":
+        return "eager", None
+    try:
+        return ops.resolve_backend(backend, device, dtype=dtype), None
+    except ValueError as exc:
+        raise TranslatorError(f"backend {backend!r} is not usable here: {exc}; choose from "
+                              f"{list(MODEL_BACKENDS + RUNTIME_BACKENDS) + ops.available_backends()}") from None
+
+
+def _check_fused_generator(generator, device: torch.device, dtype: torch.dtype):
+    if generator.device != device or generator.dtype != dtype:
+        raise TranslatorError(f"this FusedGenerator runs on {generator.device} in {generator.dtype}, not on {device} "
+                              f"in {dtype}; prepare one for {device} / {dtype}")
+    return generator
 
 
 def _resolve_model_backend(backend: str, device: torch.device) -> str:

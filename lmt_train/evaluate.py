@@ -496,7 +496,8 @@ def _model_info(config, generator, path: Path | None, backend, device) -> ModelI
     from lmt_fast.models import count_parameters
 
     extra = _checkpoint_extra(path) if path is not None else {}
-    parameters = count_parameters(generator) if isinstance(generator, torch.nn.Module) else None
+    module = getattr(generator, "module", generator)  # a FusedGenerator keeps its prepared (folded) module
+    parameters = count_parameters(module) if isinstance(module, torch.nn.Module) else None
     return ModelInfo(
         name=extra.get("name"),
         path=str(path) if path is not None else None,
