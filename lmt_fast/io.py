@@ -145,6 +145,9 @@ def _check_header(header: Any, path: Path) -> None:
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {version}, newer than this lmt_fast "
                               f"supports ({FORMAT_VERSION}); upgrade lmt_fast")
+    if header.get("model") == "mgst":
+        raise CheckpointError(f"{path} is an MGST purifier, not a LOMIT translator: load it with "
+                              "lmt_fast.purifier.Purifier.load (or `lmt-fast purify`)")
     if header.get("model") not in MODEL_KINDS:
         raise CheckpointError(f"{path}: unknown model kind {header.get('model')!r}; expected one of {MODEL_KINDS}")
     if not isinstance(header.get("config"), dict):

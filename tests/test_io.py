@@ -365,6 +365,13 @@ def test_unknown_model_kind(ckpt_file):
         load_checkpoint(ckpt_file)
 
 
+def test_mgst_checkpoint_points_to_the_purifier():
+    from lmt_fast.translator import DEFAULT_MODEL
+
+    with pytest.raises(CheckpointError, match="MGST purifier.*Purifier.load"):
+        load_checkpoint(DEFAULT_MODEL.parent / "mgst")
+
+
 def test_unknown_config_field(ckpt_dir):
     _edit_dir_header(ckpt_dir, lambda h: h["config"].update(warp_factor=9))
     with pytest.raises(CheckpointError, match="invalid model config.*warp_factor"):
