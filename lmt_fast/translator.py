@@ -48,8 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmt_fast import ops
-from lmt_fast.io import ImageError, load_checkpoint, load_image, load_mask, to_rgb
+from lmt_fast import image_inputs, ops
+from lmt_fast.io import load_checkpoint, load_image, to_rgb
 from lmt_fast.models import ExemplarCode, LOMITGenerator
 from lmt_fast.runtime import fused
 
@@ -320,10 +320,10 @@ class Translator:
         like = None
         if isinstance(image, (str, os.PathLike)):
             pil, notes = load_image(image)
-            kind, tensor = "pil", _pil_to_tensor(pil)
-        elif _is_pil(image):
+            kind, tensor = "pil", image_inputs.uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
+        elif image_inputs.is_pil(image):
             pil, notes = to_rgb(image, role)
-            kind, tensor = "pil", _pil_to_tensor(pil)
+            kind, tensor = "pil", image_inputs.uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
         elif isinstance(image, np.ndarray):
             kind, tensor = "numpy", _array_to_tensor(image, role, notes)
         elif isinstance(image, torch.Tensor):
@@ -388,101 +388,20 @@ class Translator:
 
 # -- conversions ----------------------------------------------------------------------------------
 
-def _is_pil(x) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        return False
-    return isinstance(x, Image.Image)
-
-
-def _pil_to_tensor(pil) -> torch.Tensor:
-    return _uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
-
-
-def _uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float()
-    return t / 127.5 - 1.0
-
-
-def _array_to_tensor(array: np.ndarray, role: str, notes: list[str]) -> torch.Tensor:
-    if array.dtype != np.uint8:
-        raise TranslatorError(f"{role}: numpy images must be uint8 HxWx3 (got dtype {array.dtype}); pass "
-                              "floats as a torch tensor in [-1, 1] of shape (3, H, W)")
-    if array.ndim == 2:
-        notes.append(f"{role}: grayscale array converted to RGB")
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] == 4:
-        notes.append(f"{role}: RGBA array composited onto white and converted to RGB (alpha dropped)")
-        alpha = array[:, :, 3:].astype(np.float32) / 255.0
-        array = np.round(array[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
-    elif array.ndim == 3 and array.shape[2] == 1:
-        notes.append(f"{role}: single-channel array converted to RGB")
-        array = np.repeat(array, 3, axis=2)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise TranslatorError(f"{role}: numpy images must be HxWx3 uint8 (HWC); got shape {array.shape}")
-    if min(array.shape[:2]) < 1:
-        raise TranslatorError(f"{role}: empty image of shape {array.shape}")
-    return _uint8_to_tensor(array)
+def _array_to_tensor(array, role: str, notes: list[str]) -> torch.Tensor:
+    return image_inputs.array_to_tensor(array, role, notes, TranslatorError)
 
 
 def _check_tensor(t: torch.Tensor, role: str) -> torch.Tensor:
-    if not t.is_floating_point():
-        raise TranslatorError(f"{role}: tensors must be floating point in [-1, 1] (got {t.dtype}); "
-                              "uint8 images go in as numpy HWC arrays")
-    if t.dim() == 4 and t.shape[0] != 1:
-        raise TranslatorError(f"{role}: translate takes one image, got a batch of {t.shape[0]}; "
-                              "use translate_batch")
-    if t.dim() not in (3, 4) or t.shape[-3] != 3:
-        raise TranslatorError(f"{role}: tensors must have shape (3, H, W) or (1, 3, H, W); got {tuple(t.shape)}")
-    if t.numel() == 0:
-        raise TranslatorError(f"{role}: empty tensor of shape {tuple(t.shape)}")
-    x = t.detach().reshape(1, 3, *t.shape[-2:]).float()
-    if not torch.isfinite(x).all():
-        raise TranslatorError(f"{role}: tensor contains NaN or infinite values")
-    lo, hi = x.min().item(), x.max().item()
-    if lo < -1.001 or hi > 1.001:
-        raise TranslatorError(f"{role}: tensor values must lie in [-1, 1]; got [{lo:.3g}, {hi:.3g}] "
-                              "(images in [0, 1] need x * 2 - 1)")
-    return x.clamp(-1, 1)
+    return image_inputs.check_tensor(t, role, TranslatorError, "translate")
 
 
 def _mask_to_tensor(mask, role: str) -> torch.Tensor:
-    if isinstance(mask, (str, os.PathLike)):
-        try:
-            array = load_mask(mask)
-        except ImageError as exc:
-            raise TranslatorError(f"{role}: {exc}") from None
-        t = torch.from_numpy(array)
-    elif _is_pil(mask):
-        t = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
-    elif isinstance(mask, np.ndarray):
-        t = torch.from_numpy(mask.astype(np.float32) / 255.0 if mask.dtype == np.uint8 else mask.astype(np.float32))
-    elif isinstance(mask, torch.Tensor):
-        t = mask.detach().float().cpu()
-    else:
-        raise TranslatorError(f"{role}: unsupported mask type {type(mask).__name__}")
-    while t.dim() > 2 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() != 2:
-        raise TranslatorError(f"{role}: a mask must be a single channel (H, W); got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise TranslatorError(f"{role}: mask contains NaN or infinite values")
-    if t.min() < 0 or t.max() > 1:
-        raise TranslatorError(f"{role}: mask values must lie in [0, 1]; got [{t.min():.3g}, {t.max():.3g}]")
-    return t[None, None]
+    return image_inputs.mask_to_tensor(mask, role, TranslatorError)
 
 
 def _image_out(x: torch.Tensor, src: _Prepared):
-    if src.kind == "tensor":
-        like = src.like
-        return x.reshape(like.shape).to(device=like.device, dtype=like.dtype)
-    array = ((x[0].permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-    if src.kind == "numpy":
-        return array
-    from PIL import Image
-
-    return Image.fromarray(array, mode="RGB")
+    return image_inputs.image_out(x, src.kind, src.like)
 
 
 class _ExemplarCache:

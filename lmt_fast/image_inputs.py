@@ -1,0 +1,119 @@
+"""Image and mask conversions shared by the public APIs (Translator, Purifier).
+
+Each public API raises its own ValueError subclass, so every check takes the exception class to raise;
+the messages name the role ("input", "exemplar", "image", ...) and the problem.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from lmt_fast.io import ImageError, load_mask
+
+
+def is_pil(x) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        return False
+    return isinstance(x, Image.Image)
+
+
+def uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
+    t = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float()
+    return t / 127.5 - 1.0
+
+
+def array_to_tensor(array: np.ndarray, role: str, notes: list[str], error: type[Exception]) -> torch.Tensor:
+    """A uint8 HWC (or grayscale / RGBA) array as (1, 3, H, W) in [-1, 1]; conversions go into `notes`."""
+    if array.dtype != np.uint8:
+        raise error(f"{role}: numpy images must be uint8 HxWx3 (got dtype {array.dtype}); pass "
+                    "floats as a torch tensor in [-1, 1] of shape (3, H, W)")
+    if array.ndim == 2:
+        notes.append(f"{role}: grayscale array converted to RGB")
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        notes.append(f"{role}: RGBA array composited onto white and converted to RGB (alpha dropped)")
+        alpha = array[:, :, 3:].astype(np.float32) / 255.0
+        array = np.round(array[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    elif array.ndim == 3 and array.shape[2] == 1:
+        notes.append(f"{role}: single-channel array converted to RGB")
+        array = np.repeat(array, 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise error(f"{role}: numpy images must be HxWx3 uint8 (HWC); got shape {array.shape}")
+    if min(array.shape[:2]) < 1:
+        raise error(f"{role}: empty image of shape {array.shape}")
+    return uint8_to_tensor(array)
+
+
+def check_tensor(t: torch.Tensor, role: str, error: type[Exception], verb: str) -> torch.Tensor:
+    """A float tensor (3, H, W) / (1, 3, H, W) in [-1, 1] as (1, 3, H, W) float32; `verb` names the call
+    ("translate", "purify") whose batch variant the error suggests."""
+    if not t.is_floating_point():
+        raise error(f"{role}: tensors must be floating point in [-1, 1] (got {t.dtype}); "
+                    "uint8 images go in as numpy HWC arrays")
+    if t.dim() == 4 and t.shape[0] != 1:
+        raise error(f"{role}: {verb} takes one image, got a batch of {t.shape[0]}; use {verb}_batch")
+    if t.dim() not in (3, 4) or t.shape[-3] != 3:
+        raise error(f"{role}: tensors must have shape (3, H, W) or (1, 3, H, W); got {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise error(f"{role}: empty tensor of shape {tuple(t.shape)}")
+    x = t.detach().reshape(1, 3, *t.shape[-2:]).float()
+    if not torch.isfinite(x).all():
+        raise error(f"{role}: tensor contains NaN or infinite values")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1.001 or hi > 1.001:
+        raise error(f"{role}: tensor values must lie in [-1, 1]; got [{lo:.3g}, {hi:.3g}] "
+                    "(images in [0, 1] need x * 2 - 1)")
+    return x.clamp(-1, 1)
+
+
+def mask_to_tensor(mask, role: str, error: type[Exception]) -> torch.Tensor:
+    """A mask (path, PIL, array: uint8 0..255 / bool / float in [0, 1], tensor) as (1, 1, H, W) float32."""
+    if isinstance(mask, (str, os.PathLike)):
+        try:
+            t = torch.from_numpy(load_mask(mask))
+        except ImageError as exc:
+            raise error(f"{role}: {exc}") from None
+    elif is_pil(mask):
+        t = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
+    elif isinstance(mask, np.ndarray):
+        if mask.dtype == np.uint8:
+            t = torch.from_numpy(mask.astype(np.float32) / 255.0)
+        elif mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.floating):
+            t = torch.from_numpy(mask.astype(np.float32))
+        else:
+            raise error(f"{role}: numpy masks must be uint8 (0..255), bool or float in [0, 1]; "
+                        f"got dtype {mask.dtype}")
+    elif isinstance(mask, torch.Tensor):
+        t = mask.detach().float().cpu()
+    else:
+        raise error(f"{role}: unsupported mask type {type(mask).__name__}; pass a path, a PIL image, "
+                    "a numpy array or a tensor")
+    while t.dim() > 2 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 2:
+        raise error(f"{role}: a mask must be a single channel (H, W); got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise error(f"{role}: empty mask of shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise error(f"{role}: mask contains NaN or infinite values")
+    if t.min() < 0 or t.max() > 1:
+        raise error(f"{role}: mask values must lie in [0, 1]; got [{t.min():.3g}, {t.max():.3g}]")
+    return t[None, None]
+
+
+def image_out(x: torch.Tensor, kind: str, like: torch.Tensor | None):
+    """(1, 3, H, W) in [-1, 1] back in the kind the image came in: "tensor" (shaped, typed and placed as
+    `like`), "numpy" (uint8 HWC) or "pil" (RGB)."""
+    if kind == "tensor":
+        return x.reshape(like.shape).to(device=like.device, dtype=like.dtype)
+    array = ((x[0].permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+    if kind == "numpy":
+        return array
+    from PIL import Image
+
+    return Image.fromarray(array, mode="RGB")
