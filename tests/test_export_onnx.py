@@ -327,7 +327,7 @@ def test_official_compat_folds_running_statistics_and_exports_the_official_hadai
 def test_uint8_conversions_follow_the_contract_exactly():
     """round-half-to-even of (clip(y) + 1) * 127.5 in float32, also at exact halves (y = 0 -> 127.5 -> 128)."""
     from lmt_fast.export.graphs import image_from_uint8, image_to_uint8, mask_to_uint8
-    from lmt_fast.translator import _uint8_to_tensor
+    from lmt_fast.image_inputs import uint8_to_tensor as _uint8_to_tensor
 
     class Post(torch.nn.Module):
         def forward(self, y, m, u):
