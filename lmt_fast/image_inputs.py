@@ -117,3 +117,31 @@ def image_out(x: torch.Tensor, kind: str, like: torch.Tensor | None):
     from PIL import Image
 
     return Image.fromarray(array, mode="RGB")
+
+
+# -- run settings shared by the public APIs ---------------------------------------------------------
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_device(device, error: type[Exception]) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise error(f"invalid device {device!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise error("device 'cuda' requested but CUDA is not available in this PyTorch build")
+    return device
+
+
+def parse_dtype(dtype, error: type[Exception]) -> torch.dtype:
+    """None -> float32; a name in DTYPES or one of its torch dtypes -> that dtype."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise error(f"dtype must be one of {list(DTYPES)}, got {dtype}")
+        return dtype
+    if dtype not in DTYPES:
+        raise error(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]

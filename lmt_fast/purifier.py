@@ -36,7 +36,7 @@ from lmt_fast.io import ImageError, load_image, to_rgb
 from lmt_fast.models.mgst import MGSTGenerator, MGSTStyle, load_mgst_checkpoint
 
 RESIZE_POLICIES = ("model", "none")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = image_inputs.DTYPES
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "mgst"
 
@@ -282,25 +282,11 @@ def _mask_out(m: torch.Tensor, src: _Prepared):
 
 
 def _parse_device(device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise PurifierError(f"invalid device {device!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PurifierError("device 'cuda' requested but CUDA is not available in this PyTorch build")
-    return device
+    return image_inputs.parse_device(device, PurifierError)
 
 
 def _parse_dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise PurifierError(f"dtype must be one of {list(DTYPES)}, got {dtype}")
-        return dtype
-    if dtype not in DTYPES:
-        raise PurifierError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
+    return image_inputs.parse_dtype(dtype, PurifierError)
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:

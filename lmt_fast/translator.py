@@ -54,7 +54,7 @@ from lmt_fast.models import ExemplarCode, LOMITGenerator
 from lmt_fast.runtime import fused
 
 RESIZE_POLICIES = ("model", "none")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = image_inputs.DTYPES
 MODEL_BACKENDS = ("auto", "eager", "fused")  # plus every op backend name (lmt_fast.ops.available_backends())
 RUNTIME_BACKENDS = ("onnxruntime", "tensorrt")  # run the generator as exported graphs / engines, not modules
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -481,22 +481,11 @@ def _runtime_generator(generator, device: torch.device, dtype: torch.dtype, back
 
 
 def _parse_device(device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TranslatorError("device 'cuda' requested but CUDA is not available in this PyTorch build")
-    return device
+    return image_inputs.parse_device(device, TranslatorError)
 
 
 def _parse_dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise TranslatorError(f"dtype must be one of {list(DTYPES)}, got {dtype}")
-        return dtype
-    if dtype not in DTYPES:
-        raise TranslatorError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
+    return image_inputs.parse_dtype(dtype, TranslatorError)
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
