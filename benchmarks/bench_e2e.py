@@ -10,7 +10,8 @@ are excluded (they are the same for every backend). Batch 1 gives latency, large
 
 Variants (each built from the same weights):
   eager        the module as loaded, reference ops, BatchNorm not folded, float32, NCHW (the baseline)
-  fused        lmt_fast.runtime.fused.FusedGenerator, float32 (CUDA graphs on CUDA)
+  fused        lmt_fast.runtime.fused.FusedGenerator, float32 (CUDA graphs on CUDA; Winograd 3x3 convs on CPU)
+  fused_direct the same without Winograd convs (direct oneDNN / cuDNN convs): what Winograd adds
   fused_bf16   the same in bfloat16 (the CPU's low precision); fused_fp16: float16 (CUDA's)
   compile      torch.compile of the eager module (mode "default" on CPU, "max-autotune" on CUDA); its
                compile time is reported, a failure recorded
@@ -51,8 +52,8 @@ from lmt_fast.models.layers import Norm  # noqa: E402
 from lmt_fast.runtime import fused  # noqa: E402
 from lmt_fast.translator import Translator  # noqa: E402
 
-VARIANTS = ("eager", "fused", "fused_bf16", "fused_fp16", "compile", "onnxruntime")
-DEFAULT_VARIANTS = {"cpu": ("eager", "fused", "fused_bf16", "compile", "onnxruntime"),
+VARIANTS = ("eager", "fused", "fused_direct", "fused_bf16", "fused_fp16", "compile", "onnxruntime")
+DEFAULT_VARIANTS = {"cpu": ("eager", "fused", "fused_direct", "fused_bf16", "compile", "onnxruntime"),
                     "cuda": ("eager", "fused", "fused_fp16", "compile", "onnxruntime")}
 DEFAULT_BATCHES = {"cpu": (1, 8), "cuda": (1, 8, 32, 64)}
 MODES = ("new", "cached", "repeat")
@@ -119,6 +120,9 @@ def build_variant(name: str, g: LOMITGenerator, device: str) -> tuple:
             variant = Variant(name, Translator(copy.deepcopy(g), device=device, backend="eager").generator)
         elif name == "fused":
             variant = Variant(name, Translator(g, device=device, backend="fused").generator)
+        elif name == "fused_direct":
+            variant = Variant(name, Translator(fused.FusedGenerator(g, device=device, winograd=False),
+                                               device=device, backend="fused").generator)
         elif name in LOW_PRECISION:
             variant = Variant(name, Translator(g, device=device, backend="fused", dtype=LOW_PRECISION[name]).generator)
         elif name == "compile":
@@ -281,7 +285,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=None,
                         help="batch sizes (default: 1 8 on CPU, 1 8 32 64 on CUDA)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
-                        help="default: eager fused fused_bf16 compile onnxruntime (CPU), fused_fp16 on CUDA")
+                        help="default: eager fused fused_direct fused_bf16 compile onnxruntime (CPU), fused_fp16 on CUDA")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="modes to report")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant and mode")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (after the first call)")
