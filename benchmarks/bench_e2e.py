@@ -106,10 +106,10 @@ class Variant:
         return self.compiled is None and self.name != "onnxruntime"
 
     def split(self, x_in, x_ex):
-        return fused.paired_forward(self.generator, x_in, x_ex)[1]
+        return self.generator.paired_forward(x_in, x_ex)[1]
 
     def repeat(self, x_in, parts):
-        return fused.paired_forward_cached(self.generator, x_in, parts).image
+        return self.generator.paired_forward_cached(x_in, parts).image
 
 
 def build_variant(name: str, g: LOMITGenerator, device: str) -> tuple:

@@ -250,8 +250,8 @@ class Translator:
         key = _exemplar_key(x_ex, m_ex)
         parts = self._exemplar_cache.get(key)
         if parts is not None:
-            return fused.paired_forward_cached(self.generator, x_in, parts, m_in)
-        out, parts = fused.paired_forward(self.generator, x_in, x_ex, m_in, m_ex)
+            return self.generator.paired_forward_cached(x_in, parts, m_in)
+        out, parts = self.generator.paired_forward(x_in, x_ex, m_in, m_ex)
         self._exemplar_cache.put(key, parts)
         return out
 
@@ -405,7 +405,7 @@ def _image_out(x: torch.Tensor, src: _Prepared):
 
 
 class _ExemplarCache:
-    """A small LRU map from an exemplar's key to its fused.PairedExemplar, counting hits and misses."""
+    """A small LRU map from an exemplar's key to its PairedExemplar, counting hits and misses."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity

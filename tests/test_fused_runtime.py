@@ -21,8 +21,6 @@ from lmt_fast.runtime.fused import (
     FusedRuntimeUnavailable,
     UpsampleConv,
     check_fused,
-    paired_forward,
-    paired_forward_cached,
 )
 from lmt_fast.translator import TranslatorError
 
@@ -110,7 +108,7 @@ def test_paired_forward_is_the_generator_forward(generator):
     with torch.no_grad():
         for masks in [(None, None), (m_in, None), (None, m_ex), (m_in, m_ex)]:
             want = generator(x, e, *masks)
-            got, parts = paired_forward(generator, x, e, *masks)
+            got, parts = generator.paired_forward(x, e, *masks)
             assert torch.equal(got.image, want.image) and torch.equal(got.exemplar_mask, want.exemplar_mask)
             assert (parts.style_fg is None) == (masks[1] is None)
 
@@ -122,12 +120,12 @@ def test_cached_exemplar_gives_the_uncached_result_in_float64(generator):
     m_ex = rand_mask(6, 1, SIZE // 4).double()
     with torch.no_grad():
         for exemplar_mask in (None, m_ex):
-            _, parts = paired_forward(g, rand(7, 1, 3, SIZE, SIZE).double(), e, None, exemplar_mask)
+            _, parts = g.paired_forward(rand(7, 1, 3, SIZE, SIZE).double(), e, None, exemplar_mask)
             for seed in (8, 9):
                 x = rand(seed, 1, 3, SIZE, SIZE).double()
                 for input_mask in (None, rand_mask(seed, 1, SIZE // 4).double()):
                     want = g(x, e, input_mask, exemplar_mask)
-                    got = paired_forward_cached(g, x, parts, input_mask)
+                    got = g.paired_forward_cached(x, parts, input_mask)
                     for a, b in zip((got.image, got.input_mask, got.exemplar_mask),
                                     (want.image, want.input_mask, want.exemplar_mask)):
                         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -5,12 +5,13 @@ from lmt_fast.models.lomit import (
     GeneratorOutput,
     LOMITDiscriminator,
     LOMITGenerator,
+    PairedExemplar,
     count_parameters,
 )
 from lmt_fast.models.mgst import MGSTConfig, MGSTDiscriminator, MGSTGenerator, MGSTStyle
 
 __all__ = [
     "COMPAT_MODES", "DEFAULT_ATTRIBUTES", "LOMITConfig", "ExemplarCode", "GeneratorOutput",
-    "LOMITDiscriminator", "LOMITGenerator", "count_parameters",
+    "LOMITDiscriminator", "LOMITGenerator", "PairedExemplar", "count_parameters",
     "MGSTConfig", "MGSTDiscriminator", "MGSTGenerator", "MGSTStyle",
 ]

@@ -12,7 +12,8 @@ No style parameters are ever assigned onto modules: `decode` takes them as argum
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch import nn
 
 from lmt_fast import ops
 from lmt_fast.models.config import LOMITConfig
-from lmt_fast.models.layers import MLP, ConvNormAct, ResidualBlock, activate, set_backend
+from lmt_fast.models.layers import MLP, ConvNormAct, ResidualBlock, set_backend
 
 REGIONS = ("foreground", "background")
 
@@ -188,6 +189,34 @@ class GeneratorOutput:
     exemplar_mask: torch.Tensor  # (N, 1, H/4, W/4) in [0, 1]
 
 
+@dataclass
+class PairedExemplar:
+    """What the paired forward computes from the exemplar alone (what a translator's exemplar cache keeps).
+
+    The paired forward conditions the exemplar's mask on the input (Mask(c_ex, a_in)), so its mask and
+    its style depend on each input; its content code and channel attention do not. With a given
+    exemplar mask, the mask and the foreground style are input-independent too and are kept.
+    """
+
+    image: torch.Tensor                # x_ex: the style encoder reads it when the mask depends on the input
+    content: torch.Tensor              # c_ex
+    attention: torch.Tensor            # a_ex
+    mask: Optional[torch.Tensor]       # the given exemplar mask at content resolution, else None
+    style_fg: Optional[torch.Tensor]   # its foreground style code when the mask is given, else None
+
+    def tensors(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def expand(self, n: int) -> "PairedExemplar":
+        """Repeat a single exemplar for a batch of n inputs."""
+        size = self.content.shape[0]
+        if size == n:
+            return self
+        if size != 1:
+            raise ValueError(f"an exemplar batch of {size} cannot serve {n} inputs (need 1 or {n})")
+        return PairedExemplar(*(None if t is None else t.expand(n, *t.shape[1:]) for t in self.tensors()))
+
+
 class LOMITGenerator(nn.Module):
     def __init__(self, cfg: LOMITConfig):
         super().__init__()
@@ -237,10 +266,39 @@ class LOMITGenerator(nn.Module):
         A given mask replaces the learned one (user intervention); masks may be at image or content
         resolution.
         """
+        return self.paired_forward(x_in, x_ex, input_mask, exemplar_mask)[0]
+
+    def paired_forward(self, x_in: torch.Tensor, x_ex: torch.Tensor, input_mask: torch.Tensor | None = None,
+                       exemplar_mask: torch.Tensor | None = None) -> tuple[GeneratorOutput, PairedExemplar]:
+        """`forward`, and the exemplar's input-independent part for `paired_forward_cached`."""
         n = x_in.shape[0]
-        c_in, c_ex = self._twin(self.encode_content, x_in, x_ex)
+        c_in, c_ex = self._twin(self.encode_content, x_in, x_ex)  # both images new: encoders batched together
         a_in, a_ex = self.attention(torch.cat([c_in, c_ex])).split(n)
-        m_in, m_ex = input_mask, exemplar_mask
+        out, s_fg = self._paired_tail(x_in, c_in, a_in, x_ex, c_ex, a_ex, input_mask, exemplar_mask, None)
+        if exemplar_mask is None:
+            return out, PairedExemplar(x_ex, c_ex, a_ex, None, None)
+        return out, PairedExemplar(x_ex, c_ex, a_ex, out.exemplar_mask, s_fg)
+
+    def paired_forward_cached(self, x_in: torch.Tensor, exemplar: PairedExemplar,
+                              input_mask: torch.Tensor | None = None) -> GeneratorOutput:
+        """The paired forward of x_in with an exemplar whose `paired_forward` part was computed before.
+
+        Equal to forward(x_in, x_ex, input_mask, exemplar_mask) up to rounding: the input's encoders now
+        run without the exemplar beside them in the batch, which can change the last bits of a conv.
+        """
+        ex = exemplar.expand(x_in.shape[0])
+        c_in = self.encode_content(x_in)
+        out, _ = self._paired_tail(x_in, c_in, self.attention(c_in), ex.image, ex.content, ex.attention,
+                                   input_mask, ex.mask, ex.style_fg)
+        return out
+
+    def _paired_tail(self, x_in, c_in, a_in, x_ex, c_ex, a_ex, m_in, m_ex, s_fg):
+        """The paired forward once both images are encoded: masks, styles, decoding.
+
+        s_fg: the exemplar's foreground style when already known (its mask is then given), else None.
+        Returns (GeneratorOutput, s_fg).
+        """
+        n = x_in.shape[0]
         if m_in is None and m_ex is None:
             m_in, m_ex = self._twin(self.mask_from, c_in, c_ex, a_ex, a_in)
         elif m_in is None:
@@ -249,11 +307,12 @@ class LOMITGenerator(nn.Module):
             m_ex = self.mask_from(c_ex, a_in)
         m_in = _resize_mask(m_in, c_in.shape[-2:])
         m_ex = _resize_mask(m_ex, c_ex.shape[-2:])
-        s_bg, s_fg = self.style_encoder(torch.cat([
-            x_in * (1 - _resize_mask(m_in, x_in.shape[-2:])),
-            x_ex * _resize_mask(m_ex, x_ex.shape[-2:]),
-        ])).split(n)
-        return GeneratorOutput(self.decode(c_in, m_in, s_fg, s_bg), m_in, m_ex)
+        background = x_in * (1 - _resize_mask(m_in, x_in.shape[-2:]))
+        if s_fg is None:  # both style codes in one batched pass
+            s_bg, s_fg = self.style_encoder(torch.cat([background, x_ex * _resize_mask(m_ex, x_ex.shape[-2:])])).split(n)
+        else:
+            s_bg = self.style_encoder(background)
+        return GeneratorOutput(self.decode(c_in, m_in, s_fg, s_bg), m_in, m_ex), s_fg
 
     def encode_exemplar(self, x_ex: torch.Tensor, exemplar_mask: torch.Tensor | None = None) -> ExemplarCode:
         """Encode an exemplar once, for any number of inputs.

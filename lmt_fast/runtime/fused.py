@@ -23,9 +23,8 @@ What preparing does, and why (`prepare_generator`):
 On CUDA, each inference path is captured as a CUDA graph per input shape (`cuda_graphs=False` turns it
 off) and replayed, which removes the launch overhead that dominates small batches.
 
-`paired_forward` / `paired_forward_cached` split the paired forward into the part that depends only on
-the exemplar (its content code and channel attention, and with a given exemplar mask also its style)
-and the rest, for the Translator's exemplar cache. They work on a plain LOMITGenerator too.
+FusedGenerator has LOMITGenerator's inference interface, including `paired_forward` /
+`paired_forward_cached` (the split paired forward that the Translator's exemplar cache reuses).
 """
 from __future__ import annotations
 
@@ -33,7 +32,6 @@ import copy
 import math
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
 import torch
@@ -43,7 +41,7 @@ from torch import nn
 from lmt_fast import ops
 from lmt_fast.models.fold import fold_norms
 from lmt_fast.models.layers import _FUSABLE, ConvNormAct, Norm
-from lmt_fast.models.lomit import Decoder, ExemplarCode, GeneratorOutput, LOMITGenerator, _resize_mask
+from lmt_fast.models.lomit import Decoder, ExemplarCode, GeneratorOutput, LOMITGenerator, PairedExemplar
 from lmt_fast.runtime import winograd as winograd_convs
 from lmt_fast.runtime.winograd import (WINOGRAD_DTYPES, WinogradConvNormAct, use_winograd, winograd_conv2d,
                                        winograd_weight)
@@ -298,101 +296,6 @@ def check_fused(module: nn.Module, backend: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# The paired forward in two halves (what the Translator's exemplar cache reuses)
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PairedExemplar:
-    """What the paired forward computes from the exemplar alone.
-
-    The paired forward conditions the exemplar's mask on the input (Mask(c_ex, a_in)), so its mask and
-    its style depend on each input; its content code and channel attention do not. With a given
-    exemplar mask, the mask and the foreground style are input-independent too and are kept.
-    """
-
-    image: torch.Tensor                # x_ex: the style encoder reads it when the mask depends on the input
-    content: torch.Tensor              # c_ex
-    attention: torch.Tensor            # a_ex
-    mask: Optional[torch.Tensor]       # the given exemplar mask at content resolution, else None
-    style_fg: Optional[torch.Tensor]   # its foreground style code when the mask is given, else None
-
-    def tensors(self) -> tuple:
-        return tuple(getattr(self, f.name) for f in fields(self))
-
-    def expand(self, n: int) -> "PairedExemplar":
-        """Repeat a single exemplar for a batch of n inputs."""
-        size = self.content.shape[0]
-        if size == n:
-            return self
-        if size != 1:
-            raise ValueError(f"an exemplar batch of {size} cannot serve {n} inputs (need 1 or {n})")
-        return PairedExemplar(*(None if t is None else t.expand(n, *t.shape[1:]) for t in self.tensors()))
-
-
-def _paired_tail(g, x_in, c_in, a_in, x_ex, c_ex, a_ex, m_in, m_ex, s_fg):
-    """LOMITGenerator.forward after both images are encoded (same operations, same batching)."""
-    n = x_in.shape[0]
-    if m_in is None and m_ex is None:
-        m_in, m_ex = g._twin(g.mask_from, c_in, c_ex, a_ex, a_in)
-    elif m_in is None:
-        m_in = g.mask_from(c_in, a_ex)
-    elif m_ex is None:
-        m_ex = g.mask_from(c_ex, a_in)
-    m_in = _resize_mask(m_in, c_in.shape[-2:])
-    m_ex = _resize_mask(m_ex, c_ex.shape[-2:])
-    background = x_in * (1 - _resize_mask(m_in, x_in.shape[-2:]))
-    if s_fg is None:
-        s_bg, s_fg = g.style_encoder(torch.cat([background, x_ex * _resize_mask(m_ex, x_ex.shape[-2:])])).split(n)
-    else:
-        s_bg = g.style_encoder(background)
-    return g.decode(c_in, m_in, s_fg, s_bg), m_in, m_ex, s_fg
-
-
-def _paired_full(g, x_in, x_ex, m_in, m_ex):
-    """Flat-tuple form of the paired forward that also returns the exemplar's reusable parts."""
-    n = x_in.shape[0]
-    c_in, c_ex = g._twin(g.encode_content, x_in, x_ex)  # both images new: encoders batched together
-    a_in, a_ex = g.attention(torch.cat([c_in, c_ex])).split(n)
-    given = m_ex
-    image, m_in, m_ex, s_fg = _paired_tail(g, x_in, c_in, a_in, x_ex, c_ex, a_ex, m_in, m_ex, None)
-    if given is None:
-        return image, m_in, m_ex, c_ex, a_ex, None, None
-    return image, m_in, m_ex, c_ex, a_ex, m_ex, s_fg
-
-
-def _paired_cached(g, x_in, x_ex, c_ex, a_ex, m_ex, s_fg, m_in):
-    """Flat-tuple form of the paired forward with the exemplar's parts already computed."""
-    c_in = g.encode_content(x_in)
-    image, m_in, m_ex, _ = _paired_tail(g, x_in, c_in, g.attention(c_in), x_ex, c_ex, a_ex, m_in, m_ex, s_fg)
-    return image, m_in, m_ex
-
-
-def paired_forward(generator, x_in, x_ex, input_mask=None, exemplar_mask=None):
-    """(generator(x_in, x_ex, input_mask, exemplar_mask), the exemplar's PairedExemplar).
-
-    generator: a LOMITGenerator (eval mode) or a FusedGenerator.
-    """
-    if isinstance(generator, FusedGenerator):
-        return generator.paired_forward(x_in, x_ex, input_mask, exemplar_mask)
-    image, m_in, m_ex, c_ex, a_ex, mask, s_fg = _paired_full(generator, x_in, x_ex, input_mask, exemplar_mask)
-    return GeneratorOutput(image, m_in, m_ex), PairedExemplar(x_ex, c_ex, a_ex, mask, s_fg)
-
-
-def paired_forward_cached(generator, x_in, exemplar: PairedExemplar, input_mask=None) -> GeneratorOutput:
-    """The paired forward of x_in with an exemplar whose PairedExemplar was computed before.
-
-    Equal to generator(x_in, x_ex, input_mask, exemplar_mask) up to rounding: the input's encoders now
-    run without the exemplar beside them in the batch, which can change the last bits of a conv.
-    """
-    if isinstance(generator, FusedGenerator):
-        return generator.paired_forward_cached(x_in, exemplar, input_mask)
-    ex = exemplar.expand(x_in.shape[0])
-    return GeneratorOutput(*_paired_cached(generator, x_in, ex.image, ex.content, ex.attention, ex.mask,
-                                           ex.style_fg, input_mask))
-
-
-# --------------------------------------------------------------------------------------------------
 # CUDA graphs
 # --------------------------------------------------------------------------------------------------
 
@@ -523,20 +426,20 @@ class FusedGenerator:
 
     @torch.inference_mode()
     def paired_forward(self, x_in, x_ex, input_mask=None, exemplar_mask=None):
-        """See the module-level `paired_forward`."""
+        """LOMITGenerator.paired_forward: the paired translation and the exemplar's reusable part."""
         x_ex = self._image(x_ex)
         inputs = (self._image(x_in), x_ex, self._cast(input_mask), self._cast(exemplar_mask))
-        image, m_in, m_ex, c_ex, a_ex, mask, s_fg = self._run("paired_forward", _paired_full, inputs)
+        image, m_in, m_ex, c_ex, a_ex, mask, s_fg = self._run("paired_forward", _module_paired_forward, inputs)
         return GeneratorOutput(image, m_in, m_ex), PairedExemplar(x_ex, c_ex, a_ex, mask, s_fg)
 
     @torch.inference_mode()
     def paired_forward_cached(self, x_in, exemplar: PairedExemplar, input_mask=None) -> GeneratorOutput:
-        """See the module-level `paired_forward_cached`."""
+        """LOMITGenerator.paired_forward_cached."""
         ex = exemplar.expand(x_in.shape[0])
         image = None if ex.style_fg is not None else self._image(ex.image)  # unused when the style is kept
         inputs = (self._image(x_in), image, self._cast(ex.content), self._cast(ex.attention), self._cast(ex.mask),
                   self._cast(ex.style_fg), self._cast(input_mask))
-        return GeneratorOutput(*self._run("paired_forward_cached", _paired_cached, inputs))
+        return GeneratorOutput(*self._run("paired_forward_cached", _module_paired_forward_cached, inputs))
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _run(self, path: str, fn: Callable, inputs: tuple) -> tuple:
@@ -569,3 +472,14 @@ def _module_translate_encoded(g, x_in, attention, mask, style_fg, m_in):
     code = ExemplarCode(attention.new_empty((attention.shape[0], 0, 1, 1)), attention, mask, style_fg)
     out = g.translate_encoded(x_in, code, m_in)
     return out.image, out.input_mask
+
+
+# Flat-tuple forms of the paired paths (what a CUDA graph captures: tensors in, tensors out).
+def _module_paired_forward(g, x_in, x_ex, m_in, m_ex):
+    out, ex = g.paired_forward(x_in, x_ex, m_in, m_ex)
+    return out.image, out.input_mask, out.exemplar_mask, ex.content, ex.attention, ex.mask, ex.style_fg
+
+
+def _module_paired_forward_cached(g, x_in, x_ex, c_ex, a_ex, m_ex, s_fg, m_in):
+    out = g.paired_forward_cached(x_in, PairedExemplar(x_ex, c_ex, a_ex, m_ex, s_fg), m_in)
+    return out.image, out.input_mask, out.exemplar_mask
