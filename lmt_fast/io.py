@@ -20,7 +20,13 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METADATA_KEY = "lmt_fast"
-MODEL_KINDS = ("lomit",)
+# Each model kind: what it is, and what loads it (named when a checkpoint is opened as another kind).
+MODEL_KINDS = {
+    "lomit": ("a LOMIT translator", "lmt_fast.Translator.load (or `lmt-fast translate`)"),
+    "mgst": ("an MGST purifier", "lmt_fast.purifier.Purifier.load (or `lmt-fast purify`)"),
+    "pupil_regressor": ("a pupil regressor", "lmt_train.mgst.regressor.load_network"),
+    "pupil_segmenter": ("a pupil segmenter", "lmt_train.mgst.regressor.load_network"),
+}
 
 
 class CheckpointError(ValueError):
@@ -44,27 +50,38 @@ class Checkpoint:
 
 def save_checkpoint(generator: nn.Module, path: str | os.PathLike, discriminator: nn.Module | None = None,
                     extra: dict[str, Any] | None = None) -> Path:
-    """Write `generator` (and optionally `discriminator`) to `path`.
+    """Write a LOMIT `generator` (and optionally `discriminator`) to `path`.
 
     A path ending in ".safetensors" gives a single file; anything else a directory (created if needed).
     `extra` is JSON-serialisable information kept in the header (training step, dataset, ...).
     The write goes through a temporary file and a rename, so an interrupted save never leaves a
     half-written checkpoint under the final name.
     """
+    return write_checkpoint(path, "lomit", generator.config.to_dict(),
+                            {"generator.": generator, "discriminator.": discriminator}, extra)
+
+
+def write_checkpoint(path: str | os.PathLike, kind: str, config: dict[str, Any],
+                     modules: dict[str, nn.Module | None], extra: dict[str, Any] | None = None) -> Path:
+    """Write any model kind in the lmt_fast format: a header (format, version, kind, config, extra) and
+    the state of each module under its key prefix (None modules are skipped). Atomic, as save_checkpoint."""
     from safetensors.torch import save_file
 
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(MODEL_KINDS)}")
     path = Path(path)
     header = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "model": "lomit",
-        "config": generator.config.to_dict(),
-        "has_discriminator": discriminator is not None,
+        "model": kind,
+        "config": config,
+        "has_discriminator": modules.get("discriminator.") is not None,
         "extra": extra or {},
     }
-    tensors = _prefixed(generator, "generator.")
-    if discriminator is not None:
-        tensors.update(_prefixed(discriminator, "discriminator."))
+    tensors = {}
+    for prefix, module in modules.items():
+        if module is not None:
+            tensors.update(_prefixed(module, prefix))
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic({path: lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(header)})})
@@ -95,8 +112,11 @@ def _atomic(writers: dict) -> None:
 
 # -- loading --------------------------------------------------------------------------------------
 
-def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
-    """The JSON header of a checkpoint and the path of its weights file; validates format and version."""
+def read_header(path: str | os.PathLike, kind: str = "lomit") -> tuple[dict[str, Any], Path]:
+    """The JSON header of a checkpoint of model `kind` and the path of its weights file.
+
+    Validates format, version and kind; a checkpoint of another kind is an error naming what loads it.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -112,7 +132,7 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     else:
         weights = path
         header = _file_header(path)
-    _check_header(header, path)
+    _check_header(header, path, kind)
     return header, weights
 
 
@@ -136,7 +156,7 @@ def _file_header(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: the lmt_fast metadata is not valid JSON: {exc}") from None
 
 
-def _check_header(header: Any, path: Path) -> None:
+def _check_header(header: Any, path: Path, kind: str) -> None:
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not an lmt_fast checkpoint (format is not {FORMAT_NAME!r})")
     version = header.get("format_version")
@@ -145,13 +165,30 @@ def _check_header(header: Any, path: Path) -> None:
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {version}, newer than this lmt_fast "
                               f"supports ({FORMAT_VERSION}); upgrade lmt_fast")
-    if header.get("model") == "mgst":
-        raise CheckpointError(f"{path} is an MGST purifier, not a LOMIT translator: load it with "
-                              "lmt_fast.purifier.Purifier.load (or `lmt-fast purify`)")
-    if header.get("model") not in MODEL_KINDS:
-        raise CheckpointError(f"{path}: unknown model kind {header.get('model')!r}; expected one of {MODEL_KINDS}")
+    found = header.get("model")
+    if found != kind:
+        if found in MODEL_KINDS:
+            (found_what, found_loader), (wanted_what, _) = MODEL_KINDS[found], MODEL_KINDS[kind]
+            raise CheckpointError(f"{path} is {found_what} checkpoint, not {wanted_what}: load it with {found_loader}")
+        raise CheckpointError(f"{path}: unknown model kind {found!r}; expected {kind!r}")
     if not isinstance(header.get("config"), dict):
         raise CheckpointError(f"{path}: the config is missing")
+
+
+def read_tensors(weights: Path, path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's weights file; keys outside `prefixes` are an error (wrong model)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
+    stray = sorted(k for k in tensors if not k.startswith(prefixes))
+    if stray:
+        raise CheckpointError(f"{path} does not fit its config: unexpected {len(stray)} key(s) outside "
+                              f"{'/'.join(prefixes)}: {_preview(stray)}")
+    return tensors
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -161,8 +198,6 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     Keys, shapes and the format version are checked and every mismatch is named in one CheckpointError.
     `config_overrides` changes config fields that do not alter weights' shapes (e.g. compat).
     """
-    from safetensors import safe_open
-
     from lmt_fast.models import LOMITConfig, LOMITDiscriminator, LOMITGenerator
 
     header, weights = read_header(path)
@@ -170,27 +205,16 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         config = LOMITConfig.from_dict({**header["config"], **(config_overrides or {})})
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid model config: {exc}") from None
-    try:
-        with safe_open(str(weights), framework="pt", device="cpu") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
-
-    stray = sorted(k for k in tensors if not k.startswith(("generator.", "discriminator.")))
-    if stray:
-        raise CheckpointError(f"{path} does not fit its config: unexpected {len(stray)} key(s) outside "
-                              f"generator./discriminator.: {_preview(stray)}")
+    tensors = read_tensors(weights, path, ("generator.", "discriminator."))
     saved_compat = header["config"].get("compat", "paper")
     if config.compat != saved_compat:
         tensors = _switch_compat(tensors, saved_compat, config.compat, path)
     generator = LOMITGenerator(config)
-    _load_into(generator, tensors, "generator.", path)
+    load_state(generator, tensors, "generator.", path)
     disc = None
     if discriminator:
-        if not any(k.startswith("discriminator.") for k in tensors):
-            raise CheckpointError(f"{path} holds no discriminator weights")
         disc = LOMITDiscriminator(config)
-        _load_into(disc, tensors, "discriminator.", path)
+        load_discriminator(disc, tensors, path)
         disc.to(device)
     generator.to(device).eval()
     return Checkpoint(config, generator, disc, header, Path(path))
@@ -208,7 +232,14 @@ def _switch_compat(tensors: dict, saved: str, wanted: str, path) -> dict:
                           f"statistics, which compat={wanted!r} needs")
 
 
-def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path) -> None:
+def load_discriminator(module: nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
+    if not any(k.startswith("discriminator.") for k in tensors):
+        raise CheckpointError(f"{path} holds no discriminator weights")
+    load_state(module, tensors, "discriminator.", path)
+
+
+def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path) -> None:
+    """Load the tensors under `prefix` into `module`; every missing, unexpected or misshapen key is named."""
     own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     expected = module.state_dict()
     problems = []
@@ -320,8 +351,6 @@ def load_mask(path: str | os.PathLike):
 
 def save_image(image, path: str | os.PathLike) -> Path:
     """Write a PIL image, creating the parent directory; the format follows the suffix."""
-    from PIL import Image
-
     path = check_image_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

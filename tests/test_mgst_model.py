@@ -164,7 +164,7 @@ def test_checkpoint_round_trip_and_errors(generator, tmp_path, tiny_checkpoint):
             assert torch.equal(loaded.generator.state_dict()[key], value), key
         assert not loaded.generator.training
     assert not list(tmp_path.rglob("*.tmp"))
-    with pytest.raises(CheckpointError, match="LOMIT checkpoint"):
+    with pytest.raises(CheckpointError, match="LOMIT translator checkpoint, not an MGST purifier: load it with lmt_fast.Translator.load"):
         load_mgst_checkpoint(tiny_checkpoint)
     with pytest.raises(CheckpointError, match="not found"):
         load_mgst_checkpoint(tmp_path / "nothing")

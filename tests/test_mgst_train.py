@@ -111,7 +111,7 @@ def test_regressor_checkpoint_kind_is_checked(regressor):
     assert load_network(regressor).image_size == (36, 60)
     from lmt_fast.io import CheckpointError
 
-    with pytest.raises(CheckpointError, match="not a pupil_segmenter checkpoint"):
+    with pytest.raises(CheckpointError, match="is a pupil regressor checkpoint, not a pupil segmenter"):
         load_network(regressor, "segmenter")
 
 

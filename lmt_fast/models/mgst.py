@@ -29,7 +29,6 @@ Checkpoints use lmt_fast's format (lmt_fast.io: safetensors + JSON header, atomi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,67 +343,17 @@ def save_mgst_checkpoint(generator: MGSTGenerator, path: str | os.PathLike,
     A path ending in ".safetensors" gives one file (the JSON header in its metadata), anything else a
     directory with config.json + model.safetensors. Writes are atomic (temporary names, then renames).
     """
-    from safetensors.torch import save_file
+    from lmt_fast.io import write_checkpoint
 
-    from lmt_fast.io import CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, WEIGHTS_FILE, _atomic, _prefixed
-
-    path = Path(path)
-    header = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "model": MODEL_KIND,
-        "config": generator.config.to_dict(),
-        "has_discriminator": discriminator is not None,
-        "extra": extra or {},
-    }
-    tensors = _prefixed(generator, "generator.")
-    if discriminator is not None:
-        tensors.update(_prefixed(discriminator, "discriminator."))
-    if path.suffix == ".safetensors":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic({path: lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(header)})})
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        _atomic({path / WEIGHTS_FILE: lambda tmp: save_file(tensors, tmp),
-                 path / CONFIG_FILE: lambda tmp: Path(tmp).write_text(json.dumps(header, indent=2) + "\n")})
-    return path
+    return write_checkpoint(path, MODEL_KIND, generator.config.to_dict(),
+                            {"generator.": generator, "discriminator.": discriminator}, extra)
 
 
 def read_mgst_header(path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     """The JSON header of an MGST checkpoint and the path of its weights; every problem is a CheckpointError."""
-    from lmt_fast.io import CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, WEIGHTS_FILE, CheckpointError, _file_header
+    from lmt_fast.io import read_header
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        config_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
-        for needed in (config_file, weights):
-            if not needed.is_file():
-                raise CheckpointError(f"{path} is not an lmt_fast checkpoint: {needed.name} is missing")
-        try:
-            header = json.loads(config_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from None
-    else:
-        weights, header = path, _file_header(path)
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path} is not an lmt_fast checkpoint (format is not {FORMAT_NAME!r})")
-    version = header.get("format_version")
-    if not isinstance(version, int):
-        raise CheckpointError(f"{path}: format_version is missing or not an integer")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {version}, newer than this lmt_fast "
-                              f"supports ({FORMAT_VERSION}); upgrade lmt_fast")
-    kind = header.get("model")
-    if kind == "lomit":
-        raise CheckpointError(f"{path} is a LOMIT checkpoint, not an MGST purifier; load it with "
-                              "lmt_fast.Translator.load (lmt-fast translate)")
-    if kind != MODEL_KIND:
-        raise CheckpointError(f"{path}: unknown model kind {kind!r}; an MGST checkpoint has model {MODEL_KIND!r}")
-    if not isinstance(header.get("config"), dict):
-        raise CheckpointError(f"{path}: the config is missing")
-    return header, weights
+    return read_header(path, MODEL_KIND)
 
 
 @dataclass
@@ -422,32 +371,20 @@ def load_mgst_checkpoint(path: str | os.PathLike, device: str | torch.device = "
 
     Keys and shapes are checked and every mismatch is named in one CheckpointError.
     """
-    from safetensors import safe_open
-
-    from lmt_fast.io import CheckpointError, _load_into, _preview
+    from lmt_fast.io import CheckpointError, load_discriminator, load_state, read_tensors
 
     header, weights = read_mgst_header(path)
     try:
         config = MGSTConfig.from_dict(header["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid MGST config: {exc}") from None
-    try:
-        with safe_open(str(weights), framework="pt", device="cpu") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
-    stray = sorted(k for k in tensors if not k.startswith(("generator.", "discriminator.")))
-    if stray:
-        raise CheckpointError(f"{path} does not fit its config: unexpected {len(stray)} key(s) outside "
-                              f"generator./discriminator.: {_preview(stray)}")
+    tensors = read_tensors(weights, path, ("generator.", "discriminator."))
     generator = MGSTGenerator(config)
-    _load_into(generator, tensors, "generator.", path)
+    load_state(generator, tensors, "generator.", path)
     disc = None
     if discriminator:
-        if not any(k.startswith("discriminator.") for k in tensors):
-            raise CheckpointError(f"{path} holds no discriminator weights")
         disc = MGSTDiscriminator(config)
-        _load_into(disc, tensors, "discriminator.", path)
+        load_discriminator(disc, tensors, path)
         disc.to(device)
     generator.to(device).eval()
     return MGSTCheckpoint(config, generator, disc, header, Path(path))

@@ -14,7 +14,6 @@ Checkpoints use lmt_fast's format (safetensors + JSON header, atomic writes) wit
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -77,41 +76,19 @@ def build(kind: str, width: int, image_size) -> nn.Module:
 def save_network(module: nn.Module, kind: str, path: str | os.PathLike, config: dict[str, Any],
                  extra: dict[str, Any] | None = None) -> Path:
     """A directory with config.json + model.safetensors (lmt_fast's checkpoint format)."""
-    from safetensors.torch import save_file
+    from lmt_fast.io import write_checkpoint
 
-    from lmt_fast.io import CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, WEIGHTS_FILE, _atomic, _prefixed
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": KINDS[kind], "config": config,
-              "extra": extra or {}}
-    tensors = _prefixed(module, "network.")
-    _atomic({path / WEIGHTS_FILE: lambda tmp: save_file(tensors, tmp),
-             path / CONFIG_FILE: lambda tmp: Path(tmp).write_text(json.dumps(header, indent=2) + "\n")})
-    return path
+    return write_checkpoint(Path(path), KINDS[kind], config, {"network.": module}, extra)
 
 
 def load_network(path: str | os.PathLike, kind: str = "regressor") -> nn.Module:
     """A network written by `save_network`, in eval mode with gradients off; errors are CheckpointError."""
-    from safetensors import safe_open
+    from lmt_fast.io import load_state, read_header, read_tensors
 
-    from lmt_fast.io import CONFIG_FILE, FORMAT_NAME, WEIGHTS_FILE, CheckpointError, _load_into
-
-    path = Path(path)
-    config_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
-    if not config_file.is_file() or not weights.is_file():
-        raise CheckpointError(f"{path} is not a {KINDS[kind]} checkpoint (config.json / model.safetensors missing)")
-    try:
-        header = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from None
-    if header.get("format") != FORMAT_NAME or header.get("model") != KINDS[kind]:
-        raise CheckpointError(f"{path} is not a {KINDS[kind]} checkpoint (model {header.get('model')!r})")
-    cfg = header.get("config", {})
+    header, weights = read_header(path, KINDS[kind])
+    cfg = header["config"]
     module = build(kind, int(cfg["width"]), tuple(cfg["image_size"]))
-    with safe_open(str(weights), framework="pt", device="cpu") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    _load_into(module, tensors, "network.", path)
+    load_state(module, read_tensors(weights, path, ("network.",)), "network.", path)
     module.eval().requires_grad_(False)
     module.header = header
     return module
