@@ -20,6 +20,7 @@ from lmt_fast.export import ContractError, IOContract, ModelDims, Variant  # noq
 from lmt_fast.export.cache import cached_export  # noqa: E402
 from lmt_fast.export.coverage import UnsupportedOpsError, check_tensorrt_coverage, supported_ops  # noqa: E402
 from lmt_fast.export.onnx import ExportError, export_onnx, read_metadata  # noqa: E402
+from lmt_fast.export.precision import REDUCTIONS, reductions_in_float32  # noqa: E402
 from lmt_fast.io import load_checkpoint  # noqa: E402
 from lmt_fast.models import LOMITConfig, LOMITGenerator  # noqa: E402
 
@@ -307,11 +308,33 @@ def test_float16_graph_is_typed_float16_with_float32_statistics(graph):
     norms = [n for n in model.graph.node if n.op_type == "InstanceNormalization"]
     assert len(norms) == MICRO_NORMS + 1                               # + the highway AdaIN's statistics
     assert all(elem[i] == FLOAT for n in norms for i in n.input)       # statistics and affine in float32
+    reductions = [n for n in model.graph.node if n.op_type in REDUCTIONS]
+    assert reductions and all(elem[n.input[0]] == FLOAT for n in reductions)   # the pools too (mean over H x W)
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
     assert convs and all(elem[i] == FLOAT16 for n in convs for i in n.input)   # the heavy math in float16
     # float32 weights are the normalisations' per-channel affine parameters only
     float32 = [t for t in model.graph.initializer if t.data_type == FLOAT]
     assert all(int(np.prod(t.dims)) == (t.dims[0] if t.dims else 1) for t in float32), [t.dims for t in float32]
+
+
+def test_float16_reductions_read_float32():
+    """A float16 ReduceMean over a large map gets float32 input and result casts; float32 ones stay as they are."""
+    h, T = onnx.helper, onnx.TensorProto
+    axes = onnx.numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    nodes = [h.make_node("ReduceMean", ["x", "axes"], ["m"], name="pool", keepdims=0),
+             h.make_node("Cast", ["x"], ["x32"], to=T.FLOAT),
+             h.make_node("ReduceSum", ["x32", "axes"], ["s"], name="sum32", keepdims=0)]
+    model = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT16, [1, 2, 128, 128])],
+                   [h.make_tensor_value_info("m", T.FLOAT16, [1, 2]), h.make_tensor_value_info("s", T.FLOAT, [1, 2])],
+                   [axes])
+    model.ir_version = 8   # what onnxruntime reads (onnx's default may be newer)
+    assert reductions_in_float32(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    ops = [(n.op_type, n.name) for n in model.graph.node]
+    assert ops[:3] == [("Cast", "pool_to_float32"), ("ReduceMean", "pool"), ("Cast", "pool_to_float16")]
+    x = np.full((1, 2, 128, 128), 8.0, np.float16)      # a float16 sum of 16384 eights overflows (131072)
+    m, _ = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert m.dtype == np.float16 and np.all(m == 8)
 
 
 def test_official_compat_folds_running_statistics_and_exports_the_official_hadain(graph):
@@ -372,6 +395,34 @@ def test_custom_ops_export_one_region_adain_node_per_highway_adain(generators, g
     # onnxruntime has no kernel for it without the plugin: only the structure is testable here
     with pytest.raises(Exception, match="RegionAdaIN"):
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+def test_custom_node_in_a_float16_graph_takes_float32_styles():
+    """The plugin's typing (csrc/trt/region_adain_plugin.h): x and y in the graph's dtype, masks / gamma / beta
+    float32, so a strongly typed TensorRT build keeps the statistics' inputs in float32."""
+    from lmt_fast import ops
+    from lmt_fast.export.lowering import BACKEND, REGION_ADAIN_NODE, export_backend
+
+    class HighwayAdaIN(torch.nn.Module):
+        def forward(self, x, mask, gf, bf, gb, bb):
+            return ops.highway_adain(x, mask, gf, bf, gb, bb, backend=BACKEND)
+
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(2, 4, 8, 6, generator=g).half(), torch.rand(2, 1, 4, 3, generator=g).half(),
+            *(torch.randn(2, 4, generator=g).half() for _ in range(4)))
+    with export_backend(custom_ops=True):
+        model = torch.onnx.export(HighwayAdaIN().eval(), args, dynamo=True, verbose=False).model_proto
+    onnx.checker.check_model(model, full_check=True)
+    node = next(n for n in model.graph.node if n.domain == REGION_ADAIN_NODE["domain"])
+    assert node.op_type == REGION_ADAIN_NODE["op_type"] and len(node.input) == 4
+    inferred = onnx.shape_inference.infer_shapes(model)
+    elem = {v.name: v.type.tensor_type.elem_type for v in
+            list(inferred.graph.input) + list(inferred.graph.output) + list(inferred.graph.value_info)}
+    FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert [elem.get(i) for i in node.input] == [FLOAT16, FLOAT, FLOAT, FLOAT]
+    assert elem.get(node.output[0]) == FLOAT16 and model.graph.output[0].type.tensor_type.elem_type == FLOAT16
+    check_tensorrt_coverage(model, plugins=("lmt::RegionAdaIN",))
 
 
 def test_custom_ops_need_the_papers_hadain(generators):
@@ -449,12 +500,15 @@ def test_coverage_names_unsupported_operators_and_forms():
     u8 = h.make_tensor_value_info("u", T.UINT8, [2, 2])
     axes = h.make_tensor_value_info("axes", T.INT64, [1])
     nodes = [h.make_node("Unique", ["x"], ["y"]), h.make_node("Foo", ["x"], ["z"], domain="lmt"),
-             h.make_node("ReduceMean", ["x", "axes"], ["r"]), h.make_node("Transpose", ["u"], ["t"])]
-    outs = [h.make_tensor_value_info(n, T.FLOAT, None) for n in ("y", "z", "r")] + [
+             h.make_node("ReduceMean", ["x", "axes"], ["r"]), h.make_node("Transpose", ["u"], ["t"]),
+             h.make_node("Resize", ["x", "", "scales"], ["c"], mode="cubic", antialias=1)]
+    outs = [h.make_tensor_value_info(n, T.FLOAT, None) for n in ("y", "z", "r", "c")] + [
         h.make_tensor_value_info("t", T.UINT8, None)]
+    scales = onnx.numpy_helper.from_array(np.array([2.0], np.float32), "scales")
     with pytest.raises(UnsupportedOpsError) as err:
-        check_tensorrt_coverage(_model(nodes, [x, u8, axes], outs))
+        check_tensorrt_coverage(_model(nodes, [x, u8, axes], outs, [scales]))
     text = str(err.value)
+    assert "mode='cubic' is not supported" in text and "antialias=1" in text
     assert "does not support: Unique (x1), lmt::Foo (x1)" in text
     assert "ReduceMean" in text and "`axes` must be an initializer" in text
     assert "Transpose" in text and "UINT8" in text

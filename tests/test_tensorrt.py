@@ -95,6 +95,10 @@ def test_trtexec_command_is_the_builders_equivalent():
                    "--optShapes=input:2x3x128x128,exemplar:2x3x128x128 "
                    "--maxShapes=input:4x3x256x256,exemplar:4x3x256x256 "
                    "--memPoolSize=workspace:1024M --dynamicPlugins=libplug.so")
+    # the two ways trtexec loads plugin libraries (csrc/trt/README.md), and a plan that carries its library
+    cmd = trtexec_command("m.onnx", "m.plan", p, plugins=["dyn.so"], static_plugins=["static.so"],
+                          serialize_plugins=True)
+    assert cmd.endswith("--dynamicPlugins=dyn.so --setPluginsToSerialize=dyn.so --staticPlugins=static.so")
 
 
 # -- engine I/O and requests (plain data standing in for what EngineRunner reads from an engine) ----------
@@ -168,6 +172,332 @@ def test_sidecar_round_trip(tmp_path):
     assert read_sidecar(tmp_path / "none.plan") is None
 
 
+# -- engine builds and EngineRunner over a stand-in tensorrt module ----------------------------------------------
+# A real engine needs TensorRT and a GPU, neither of which CI has. These stand-ins have exactly the attributes
+# lmt_fast calls (named as in the Python bindings of TensorRT 10 and 11, python/src/infer/pyCore.cpp), so
+# the control flow is tested on the CPU: network flags per version, profiles, the sidecar, the contract
+# check of a loaded engine, profile selection, the execution-context calls, and that a bad request is one
+# ContractError raised before any buffer is touched. The real calls run in the GPU tests further down.
+
+class _Enum:
+    def __init__(self, name, value=0):
+        self.name, self.value = name, value
+
+    def __int__(self):
+        return self.value
+
+    def __repr__(self):
+        return f"DataType.{self.name}"
+
+
+_TRT_DTYPES = {"float32": "FLOAT", "float16": "HALF", "uint8": "UINT8"}
+
+
+class StandInTensor:
+    def __init__(self, name, dtype, shape):
+        self.name, self.dtype, self.shape = name, _Enum(_TRT_DTYPES[dtype]), tuple(shape)
+
+
+class StandInContext:
+    """IExecutionContext: records calls; output shapes come from the contract, as TensorRT infers them."""
+
+    def __init__(self, contract):
+        self.contract, self.calls, self.shapes = contract, [], {}
+
+    def set_optimization_profile_async(self, index, stream):
+        self.calls.append(("profile", index, stream))
+        return True
+
+    def set_input_shape(self, name, shape):
+        self.calls.append(("shape", name, tuple(shape)))
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        return self.contract.output_shapes(self.contract.resolve(self.shapes))[name]
+
+    def set_tensor_address(self, name, address):
+        self.calls.append(("address", name, address))
+        return True
+
+    def execute_async_v3(self, stream):
+        self.calls.append(("execute", stream))
+        return True
+
+
+class StandInEngine:
+    """ICudaEngine's named-tensor API over an EngineIO."""
+
+    def __init__(self, io: EngineIO, contract):
+        self.io, self.contract, self.contexts = io, contract, []
+        self.names = list(io.inputs) + list(io.outputs)
+
+    @property
+    def num_io_tensors(self):
+        return len(self.names)
+
+    def get_tensor_name(self, index):
+        return self.names[index]
+
+    def get_tensor_mode(self, name):
+        return StandInTensorRT.TensorIOMode.INPUT if name in self.io.inputs else StandInTensorRT.TensorIOMode.OUTPUT
+
+    def get_tensor_dtype(self, name):
+        return _Enum(_TRT_DTYPES[{**self.io.inputs, **self.io.outputs}[name][0]])
+
+    def get_tensor_shape(self, name):
+        return {**self.io.inputs, **self.io.outputs}[name][1]
+
+    @property
+    def num_optimization_profiles(self):
+        return len(self.io.profiles)
+
+    def get_tensor_profile_shape(self, name, index):
+        r = self.io.profiles[index].ranges[name]
+        return [r.min, r.opt, r.max]
+
+    def create_execution_context(self):
+        self.contexts.append(StandInContext(self.contract))
+        return self.contexts[-1]
+
+
+class StandInNetwork:
+    def __init__(self, flags):
+        self.flags, self.inputs, self.outputs = flags, [], []
+
+    num_inputs = property(lambda self: len(self.inputs))
+    num_outputs = property(lambda self: len(self.outputs))
+
+    def get_input(self, index):
+        return self.inputs[index]
+
+    def get_output(self, index):
+        return self.outputs[index]
+
+
+class StandInTensorRT:
+    """The `tensorrt` module (10.x or 11.x): builder, parser, runtime and the enums lmt_fast uses."""
+
+    class TensorIOMode:
+        INPUT, OUTPUT = _Enum("INPUT"), _Enum("OUTPUT", 1)
+
+    class Logger:
+        WARNING, VERBOSE = 2, 4
+
+        def __init__(self, severity=2):
+            self.severity = severity
+
+    class MemoryPoolType:
+        WORKSPACE = _Enum("WORKSPACE")
+
+    def __init__(self, version="10.13.0", engine=None, network_io=None, parse_errors=()):
+        self.__version__ = version
+        self.engine, self.network_io, self.parse_errors = engine, network_io, list(parse_errors)
+        flags = {"STRONGLY_TYPED": _Enum("STRONGLY_TYPED", 1)}
+        if version.startswith("10."):
+            flags["EXPLICIT_BATCH"] = _Enum("EXPLICIT_BATCH", 0)   # deprecated and ignored in 10, gone in 11
+            self.BuilderFlag = type("BuilderFlag", (), {"FP16": _Enum("FP16")})
+        self.NetworkDefinitionCreationFlag = type("NetworkDefinitionCreationFlag", (), flags)
+        self.built = []
+        trt = self
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, data):
+                return trt.engine if data == b"ENGINE" else None
+
+        class OnnxParser:
+            def __init__(self, network, logger):
+                self.network = network
+
+            def parse_from_file(self, path):
+                if trt.parse_errors:
+                    return False
+                inputs, outputs = trt.network_io
+                self.network.inputs = [StandInTensor(n, d, s) for n, (d, s) in inputs.items()]
+                self.network.outputs = [StandInTensor(n, d, s) for n, (d, s) in outputs.items()]
+                return True
+
+            num_errors = property(lambda self: len(trt.parse_errors))
+
+            def get_error(self, index):
+                return trt.parse_errors[index]
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags=0):
+                trt.network = StandInNetwork(flags)
+                return trt.network
+
+            def create_builder_config(self):
+                trt.config = type("BuilderConfig", (), {})()
+                trt.config.pools, trt.config.flags, trt.config.profiles = {}, [], []
+                trt.config.set_memory_pool_limit = lambda pool, size: trt.config.pools.update({pool.name: size})
+                trt.config.set_flag = trt.config.flags.append
+                trt.config.add_optimization_profile = trt.config.profiles.append
+                return trt.config
+
+            def create_optimization_profile(self):
+                profile = type("OptimizationProfile", (), {})()
+                profile.shapes = {}
+                profile.set_shape = lambda name, lo, opt, hi: profile.shapes.update({name: (lo, opt, hi)})
+                return profile
+
+            def build_serialized_network(self, network, config):
+                trt.built.append((network, config))
+                return b"PLAN"
+
+        self.Runtime, self.OnnxParser, self.Builder = Runtime, OnnxParser, Builder
+
+    def init_libnvinfer_plugins(self, logger, namespace):
+        return True
+
+    def get_plugin_registry(self):
+        return FakeRegistry()
+
+
+class StandInBuffers:
+    """A buffer backend that hands out fake addresses and returns zeros of the shapes TensorRT reports."""
+
+    executed = 0
+
+    def __init__(self, device):
+        self.device = device
+
+    def on_device(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def dtype_of(array):
+        return np.asarray(array).dtype.name
+
+    def execute(self, runner, inputs, shapes, profile):
+        StandInBuffers.executed += 1
+        out_shapes = runner.prepare(shapes, profile, 7)
+        names = list(inputs) + list(runner.io.outputs)
+        runner.launch({name: 0x1000 * (i + 1) for i, name in enumerate(names)}, 7)
+        return {name: np.zeros(out_shapes[name], np.dtype(dtype)) for name, (dtype, _) in runner.io.outputs.items()}
+
+
+def _two_profiles(contract):
+    return [build_profile(contract, ["input:1x3x64x64:2x3x64x64:4x3x128x128"]),
+            build_profile(contract, ["input:8x3x64x64:8x3x64x64:16x3x64x64"])]
+
+
+@pytest.fixture
+def stand_in_tensorrt(monkeypatch, tmp_path):
+    """(tensorrt stand-in holding a FULL engine with two profiles, plan path with its sidecar)."""
+    monkeypatch.delenv(rt.PLUGINS_ENV, raising=False)
+    profiles = _two_profiles(FULL)
+    io = engine_io(profiles=profiles)
+    trt = StandInTensorRT(engine=StandInEngine(io, FULL))
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)
+    monkeypatch.setitem(rt._BUFFER_BACKENDS, "torch", StandInBuffers)
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"ENGINE")
+    write_sidecar(plan, FULL, {"image_size": 64}, profiles, trt.__version__)
+    return trt, plan
+
+
+def test_engine_runner_checks_then_runs_on_the_matching_profile(stand_in_tensorrt):
+    trt, plan = stand_in_tensorrt
+    runner = EngineRunner(plan)
+    assert runner.contract == FULL and runner.config == {"image_size": 64} and len(runner.io.profiles) == 2
+    context = trt.engine.contexts[0]
+    x = np.zeros((2, 3, 64, 64), np.float32)
+    out = runner(input=x, exemplar=x)
+    assert {k: v.shape for k, v in out.items()} == {"image": (2, 3, 64, 64), "input_mask": (2, 1, 16, 16),
+                                                    "exemplar_mask": (2, 1, 16, 16)}
+    assert context.calls == [("shape", "input", (2, 3, 64, 64)), ("shape", "exemplar", (2, 3, 64, 64)),
+                             *[("address", n, 0x1000 * (i + 1)) for i, n in enumerate(
+                                 ["input", "exemplar", "image", "input_mask", "exemplar_mask"])],
+                             ("execute", 7)]
+    big = np.zeros((8, 3, 64, 64), np.float32)
+    runner(input=big, exemplar=big)                                   # only profile 1 covers batch 8
+    assert ("profile", 1, 7) in context.calls
+    executed, calls = StandInBuffers.executed, list(context.calls)
+    for inputs, message in (
+            ({"input": x.astype(np.float16), "exemplar": x}, "input must be float32, got float16"),
+            ({"input": x.transpose(0, 2, 3, 1), "exemplar": x}, "input must have shape \\(batch, 3, height, width\\)"),
+            ({"input": x[:, :, :60], "exemplar": x[:, :, :60]}, "not a multiple of 16"),
+            ({"input": np.zeros((32, 3, 64, 64), np.float32), "exemplar": np.zeros((32, 3, 64, 64), np.float32)},
+             "no optimization profile of the engine covers input 32x3x64x64"),
+            ({"input": x}, "missing input\\(s\\) \\['exemplar'\\]")):
+        with pytest.raises(ContractError, match=message) as err:
+            runner(**inputs)
+        assert str(err.value).count("\n") == 0                      # one line
+    assert StandInBuffers.executed == executed and context.calls == calls   # nothing ran
+
+
+def test_engine_runner_refuses_engines_that_do_not_fit(stand_in_tensorrt):
+    trt, plan = stand_in_tensorrt
+    trt.engine = StandInEngine(engine_io(image=("float16", (-1, 3, -1, -1))), FULL)
+    with pytest.raises(ContractError, match="output image is float16, the contract says float32"):
+        EngineRunner(plan)
+    with pytest.raises(ContractError, match="missing input\\(s\\) \\['input_mask_in'\\]"):
+        EngineRunner(plan, contract=IOContract.build(DIMS, Variant(masks=("input",))))
+    custom = IOContract.build(DIMS, Variant(custom_ops=True))
+    with pytest.raises(ContractError, match="not a TensorRT engine.*need the plugin library"):
+        EngineRunner(b"not an engine", contract=custom)          # e.g. the plugin was not loaded
+
+
+@pytest.mark.parametrize("version, float16_graph, flags", [
+    ("10.13.0", False, 0),         # explicit batch always (EXPLICIT_BATCH is deprecated and ignored): weakly typed
+    ("10.13.0", True, 1 << 1),     # float16 graph: strongly typed, so the float32 statistics stay float32
+    ("11.1.0", True, 0),           # always strongly typed, no flag to give
+    ("11.1.0", False, 0),
+])
+def test_network_flags_per_tensorrt_version(version, float16_graph, flags):
+    from lmt_fast.export.tensorrt import network_flags
+
+    assert network_flags(StandInTensorRT(version), float16_graph) == flags
+
+
+def test_network_flags_refuse_tensorrt_9():
+    from lmt_fast.export.tensorrt import EngineBuildError, network_flags
+
+    with pytest.raises(EngineBuildError, match="TensorRT 9.3.0 is too old"):
+        network_flags(StandInTensorRT("9.3.0"), False)
+
+
+@pytest.mark.parametrize("version", ["10.13.0", "11.1.0"])
+def test_build_engine_with_a_stand_in_tensorrt(version, monkeypatch, tmp_path):
+    from lmt_fast.export.tensorrt import EngineBuildError
+
+    half = IOContract.build(DIMS, Variant(dtype="float16"))
+    io = engine_io("float16")
+    trt = StandInTensorRT(version, network_io=(io.inputs, io.outputs))
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)
+    lib = tmp_path / "liblmt_trt_plugin.so"
+    lib.write_bytes(b"")
+    monkeypatch.setattr(rt, "_LOADED_PLUGINS", {})
+    profiles = _two_profiles(half)
+    plan = build_engine(tmp_path / "m.onnx", tmp_path / "out" / "m.plan", profiles, contract=half,
+                        config={"image_size": 64}, workspace_mib=256, plugins=[lib], serialize_plugins=True)
+    assert plan.read_bytes() == b"PLAN" and read_sidecar(plan)["tensorrt"] == version
+    network, config = trt.built[0]
+    assert network.flags == (1 << 1 if version.startswith("10.") else 0)
+    assert config.pools == {"WORKSPACE": 256 << 20} and config.flags == []
+    assert config.plugins_to_serialize == [str(lib.resolve())]
+    assert [p.shapes["input"] for p in config.profiles] == [
+        ((1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 128, 128)), ((8, 3, 64, 64), (8, 3, 64, 64), (16, 3, 64, 64))]
+    with pytest.raises(EngineBuildError, match="graph is float16 already" if version.startswith("10.")
+                       else "TensorRT 11 has no FP16 builder flag"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "x.plan", profiles, contract=half, fp16=True)
+    with pytest.raises(ContractError, match="network parsed from .*does not fit.*output image is float16"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "x.plan", profiles, contract=FULL)   # a float32 contract
+    trt.parse_errors = ["In node 12 (importFallbackPluginImporter): Plugin not found"]
+    with pytest.raises(EngineBuildError, match="could not parse .*Plugin not found"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "x.plan", profiles, contract=half)
+    assert not (tmp_path / "x.plan").exists()
+
+
 # -- without TensorRT -----------------------------------------------------------------------------------
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
@@ -178,6 +508,19 @@ def test_without_tensorrt_the_errors_name_the_package(tmp_path):
         EngineRunner(tmp_path / "m.plan")
     with pytest.raises(ValueError, match="buffers must be one of"):
         EngineRunner(tmp_path / "m.plan", buffers="numba")
+
+
+@pytest.mark.parametrize("buffers, install", [("cuda-python", "pip install cuda-python"),
+                                              ("pycuda", "pip install pycuda")])
+def test_torch_free_buffers_name_their_package_when_missing(buffers, install):
+    try:
+        rt._BUFFER_BACKENDS[buffers](0)
+    except ImportError as exc:
+        assert f"buffers='{buffers}' needs" in str(exc) and install in str(exc)
+    except Exception as exc:   # installed: it got as far as asking the driver (no GPU here)
+        pytest.skip(f"{buffers}'s package is installed here ({type(exc).__name__}: {exc})")
+    else:
+        pytest.skip(f"{buffers}'s package is installed and a GPU is present")
 
 
 @pytest.fixture(scope="module")
@@ -488,10 +831,12 @@ def test_uint8_engine(engines):
 
 
 @needs_gpu
-@pytest.mark.parametrize("buffers, package", [("cuda-python", "cuda"), ("pycuda", "pycuda")])
-def test_torch_free_buffers(engines, buffers, package):
-    if importlib.util.find_spec(package) is None:
-        pytest.skip(f"{buffers} buffers need the {package} package")
+@pytest.mark.parametrize("buffers", ["cuda-python", "pycuda"])
+def test_torch_free_buffers(engines, buffers):
+    try:
+        rt._BUFFER_BACKENDS[buffers](0)
+    except ImportError as exc:   # names the package to install
+        pytest.skip(str(exc))
     runner_np = EngineRunner(engines[2]["float32"], buffers=buffers)
     runner_torch = EngineRunner(engines[2]["float32"])
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32)

@@ -2,12 +2,14 @@
 
 Where TensorRT's C++ headers and nvcc are at hand (headers found as build_plugin finds them:
 $TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT/include, the tensorrt Python packages, /usr/include...): every
-source compiles without warnings in both registration variants (compile only: no TensorRT library is
-needed), the default library links with no TensorRT symbol left undefined, exports exactly TensorRT's
-entry points, and passes plugin_check's host-side checks (creator, fields, serialisation, types, shapes,
-formats, workspace and errors, driven as TensorRT drives them). With a GPU also plugin_check --gpu
-(enqueue against a float64 reference), and with the tensorrt package too an engine built from a
---custom-ops export is compared with PyTorch. Elsewhere these tests skip and say what is missing.
+source compiles without warnings (compile only: no TensorRT library is needed), the default library
+links with no TensorRT symbol left undefined, exports exactly TensorRT's entry points, and passes
+plugin_check's host-side checks (creator, fields, serialisation, types, shapes, formats, workspace and
+errors, driven as TensorRT drives them). The static-registration variant (trtexec --staticPlugins) is
+linked against a stand-in libnvinfer (csrc/trt/check/fake_nvinfer.cpp) and must register its creator
+while it is dlopened. With a GPU also plugin_check --gpu (enqueue against a float64 reference), and with
+the tensorrt package too an engine built from a --custom-ops export is compared with PyTorch, and trtexec
+(where on PATH) builds it with either plugin flag. Elsewhere these tests skip and say what is missing.
 
 The builder's search logic and commands are tested everywhere (no compiler needed).
 """
@@ -24,12 +26,13 @@ import pytest
 
 from lmt_fast.export import plugin_build
 from lmt_fast.export.plugin_build import (
-    LIBRARY_NAME, PluginBuildError, Toolchain, build_plugin, compile_commands, compile_plugin_objects,
-    find_tensorrt_include, find_tensorrt_library, gencode_flags,
+    LIBRARY_NAME, STATIC_LIBRARY_NAME, PluginBuildError, Toolchain, build_plugin, compile_commands,
+    compile_plugin_objects, find_tensorrt_include, find_tensorrt_library, gencode_flags,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_SOURCE = ROOT / "csrc" / "trt" / "check" / "plugin_check.cpp"
+FAKE_NVINFER_SOURCE = ROOT / "csrc" / "trt" / "check" / "fake_nvinfer.cpp"
 STRICT_FLAGS = ("-Werror", "-Wshadow", "-Wnon-virtual-dtor", "-Woverloaded-virtual")
 
 
@@ -121,6 +124,10 @@ def test_compile_commands(tmp_path):
     tools = Toolchain(Path("/cuda/bin/nvcc"), "g++", Path("/cuda/include"), Path("/cuda/lib64"), Path("/trt/include"))
     commands = compile_commands(tmp_path, tools, ("80",), static_registration=True, extra_cxx_flags=["-Werror"])
     by_source = {source.name: argv for source, _, argv in commands}
+    objects = {source.name: obj for source, obj, _ in commands}
+    # the kernels' objects are shared by both variants; the plugin's C++ is compiled per variant
+    assert objects["api.cu"] == tmp_path / "kernels" / "api.cu.o"
+    assert objects["plugin_library.cpp"] == tmp_path / "static" / "plugin_library.o"
     assert set(by_source) >= {"onepass.cu", "api.cu", "region_adain_plugin.cpp", "plugin_library.cpp"}
     cu = by_source["api.cu"]
     assert cu[0] == "/cuda/bin/nvcc" and "-c" in cu and "--use_fast_math" in cu and "arch=compute_80,code=sm_80" in cu
@@ -131,6 +138,9 @@ def test_compile_commands(tmp_path):
     link = plugin_build.link_command(tmp_path / LIBRARY_NAME, [tmp_path / "a.o"], tools)
     assert "-lcudart_static" in link and "-Wl,--no-undefined" in link
     assert any(flag.startswith("-Wl,--version-script=") for flag in link) and not any("nvinfer" in f for f in link)
+    static = plugin_build.link_command(tmp_path / STATIC_LIBRARY_NAME, [tmp_path / "a.o"], tools,
+                                       Path("/trt/lib/libnvinfer.so"))
+    assert "/trt/lib/libnvinfer.so" in static and "-Wl,-rpath,/trt/lib" in static and "-Wl,-z,nodelete" in static
 
 
 def test_plugin_sources_are_torch_free():
@@ -155,19 +165,9 @@ def build_dir(tmp_path_factory) -> Path:
 
 
 @needs_build
-@pytest.mark.parametrize("static_registration", [False, True], ids=["dynamic", "static"])
-def test_plugin_sources_compile_without_warnings(build_dir, static_registration):
+def test_plugin_sources_compile_without_warnings(build_dir):
     """Compile only (objects, no link): what CI can do with nothing but TensorRT's headers."""
-    if static_registration:  # the kernels are the same objects in both variants: compile the plugin files only
-        cxx = [argv for source, _, argv in compile_commands(build_dir / "static", plugin_build.toolchain(),
-                                                             static_registration=True, extra_cxx_flags=STRICT_FLAGS)
-               if source.suffix == ".cpp"]
-        (build_dir / "static").mkdir(exist_ok=True)
-        for argv in cxx:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-        return
-    objects = compile_plugin_objects(build_dir / "obj" / "dynamic", extra_cxx_flags=STRICT_FLAGS)
+    objects = compile_plugin_objects(build_dir / "obj", extra_cxx_flags=STRICT_FLAGS)
     names = {o.name for o in objects}
     assert {"region_adain_plugin.o", "plugin_library.o", "onepass.cu.o", "api.cu.o"} <= names
     assert all(o.stat().st_size > 0 for o in objects)
@@ -197,7 +197,7 @@ def test_library_exports_tensorrts_entry_points_only(plugin_library):
 
 
 def test_objects_are_reused_when_nothing_changed(plugin_library, build_dir):
-    objects = sorted((build_dir / "obj" / "dynamic").glob("*.o"))
+    objects = sorted((build_dir / "obj").rglob("*.o"))
     before = {o: o.stat().st_mtime_ns for o in objects}
     build_plugin(build_dir, extra_cxx_flags=STRICT_FLAGS)
     assert {o: o.stat().st_mtime_ns for o in objects} == before
@@ -221,6 +221,41 @@ def test_plugin_behaves_as_tensorrt_expects(plugin_check, plugin_library):
     assert "ok: exports getCreators and setLoggerFinder" in proc.stdout
 
 
+@pytest.fixture(scope="module")
+def fake_nvinfer(build_dir) -> Path:
+    """csrc/trt/check/fake_nvinfer.cpp as <dir>/libnvinfer.so: getPluginRegistry / getLogger without TensorRT."""
+    if BUILD_REASON is not None:
+        pytest.skip(BUILD_REASON)
+    tools = plugin_build.toolchain()
+    folder = build_dir / "fake_nvinfer"
+    folder.mkdir(exist_ok=True)
+    argv = [tools.cxx, "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Wextra", *STRICT_FLAGS,
+            "-Wl,-soname,libnvinfer.so", "-isystem", str(tools.tensorrt_include), "-isystem", str(tools.cuda_include),
+            str(FAKE_NVINFER_SOURCE), "-o", str(folder / "libnvinfer.so")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return folder
+
+
+def test_static_registration_variant_registers_while_loading(plugin_check, build_dir, fake_nvinfer):
+    """trtexec --staticPlugins (and LD_PRELOAD) only dlopen the library: the static-registration build must
+    register its creator with libnvinfer's registry while it loads, and then list none in getCreators."""
+    library = build_plugin(build_dir, tensorrt_lib=fake_nvinfer, static_registration=True,
+                           extra_cxx_flags=STRICT_FLAGS)        # reuses the kernels' objects of the default build
+    assert library.name == STATIC_LIBRARY_NAME and (build_dir / LIBRARY_NAME).is_file()
+    proc = subprocess.run([str(plugin_check), str(library), "--static"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "0 check(s) failed" in proc.stdout, proc.stdout + proc.stderr
+    assert "ok: loading the library registered RegionAdaIN/1 in namespace lmt" in proc.stdout
+    lib = ctypes.CDLL(str(library))
+    info = lib.lmt_trt_plugin_info
+    info.restype = ctypes.c_char_p
+    assert info().decode().endswith("static registration")
+    # the default build has no static registration: plugin_check --static finds no registry behind it
+    proc = subprocess.run([str(plugin_check), str(build_dir / LIBRARY_NAME), "--static"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "FAIL: the library is linked against fake_nvinfer" in proc.stdout
+
+
 @needs_gpu
 def test_plugin_enqueue_matches_the_reference_on_the_gpu(plugin_check, plugin_library):
     proc = subprocess.run([str(plugin_check), str(plugin_library), "--gpu"], capture_output=True, text=True,
@@ -231,12 +266,14 @@ def test_plugin_enqueue_matches_the_reference_on_the_gpu(plugin_check, plugin_li
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found")
 @needs_build
-def test_cmake_configures(tmp_path):
-    proc = subprocess.run(["cmake", "-S", str(ROOT / "csrc" / "trt"), "-B", str(tmp_path),
-                           f"-DTENSORRT_INCLUDE_DIR={HEADERS}", f"-DCMAKE_CUDA_COMPILER={NVCC}"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (tmp_path / "Makefile").is_file() or (tmp_path / "build.ninja").is_file()
+def test_cmake_configures(tmp_path, fake_nvinfer):
+    for variant, extra in (("dynamic", []), ("static", ["-DLMT_TRT_STATIC_REGISTRATION=ON",
+                                                        f"-DTENSORRT_LIB_DIR={fake_nvinfer}"])):
+        proc = subprocess.run(["cmake", "-S", str(ROOT / "csrc" / "trt"), "-B", str(tmp_path / variant),
+                               f"-DTENSORRT_INCLUDE_DIR={HEADERS}", f"-DCMAKE_CUDA_COMPILER={NVCC}", *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert (tmp_path / variant / "Makefile").is_file() or (tmp_path / variant / "build.ninja").is_file()
 
 
 # -- with TensorRT and a GPU -------------------------------------------------------------------------------------
@@ -315,12 +352,20 @@ def test_engine_runner_loads_the_plugin_library_once(custom_engines, plugin_libr
 @needs_gpu
 @needs_tensorrt
 @pytest.mark.skipif(shutil.which("trtexec") is None, reason="trtexec not found on PATH (it is not in the pip wheels)")
-def test_trtexec_builds_the_custom_op_export_with_dynamic_plugins(custom_engines, plugin_library, tmp_path):
+@pytest.mark.parametrize("flag", ["--dynamicPlugins", "--staticPlugins"])
+def test_trtexec_builds_the_custom_op_export(custom_engines, plugin_library, build_dir, tmp_path, flag):
+    """Both ways trtexec loads a plugin library: loadLibrary + getCreators, or a plain dlopen of the
+    static-registration build (linked against the libnvinfer found as build_plugin finds it)."""
+    library = plugin_library
+    if flag == "--staticPlugins":
+        try:
+            library = build_plugin(build_dir / "real_static", static_registration=True)
+        except PluginBuildError as exc:
+            pytest.skip(f"the static-registration build needs libnvinfer: {exc}")
     onnx_path = custom_engines[1]["float32"]
     plan = tmp_path / "trtexec.plan"
     shapes = "input:{0}x3x64x64,exemplar:{0}x3x64x64"
-    proc = subprocess.run(["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan}",
-                           f"--dynamicPlugins={plugin_library}", f"--minShapes={shapes.format(1)}",
-                           f"--optShapes={shapes.format(2)}", f"--maxShapes={shapes.format(4)}"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan}", f"{flag}={library}",
+                           f"--minShapes={shapes.format(1)}", f"--optShapes={shapes.format(2)}",
+                           f"--maxShapes={shapes.format(4)}"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and plan.is_file(), proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -7,11 +7,12 @@
 // --dynamicPlugins and --setPluginsToSerialize look up after dlopen. It uses no libnvinfer symbol, so it
 // links without TensorRT's libraries.
 //
-// LMT_TRT_STATIC_REGISTRATION (CMake option / build_plugin(static_registration=True)): the creator is
-// also registered with the process's global registry while the library loads (what
-// REGISTER_TENSORRT_PLUGIN does), which trtexec --staticPlugins and a plain dlopen need. That calls
-// getPluginRegistry(), so the library links against libnvinfer. getCreators then reports no creator, so
-// that loading the same library through loadLibrary as well does not register it twice.
+// LMT_TRT_STATIC_REGISTRATION (CMake option / build_plugin(static_registration=True), built as
+// liblmt_trt_plugin_static.so): the creator is also registered with the process's global registry while
+// the library loads (what REGISTER_TENSORRT_PLUGIN does), which trtexec --staticPlugins, LD_PRELOAD and a
+// plain dlopen need. That calls getPluginRegistry(), so the library links against libnvinfer (and with
+// -z nodelete: the registry keeps the creator's address). getCreators then reports no creator, so that
+// loading the same library through loadLibrary as well does not register it twice.
 #include <atomic>
 #include <cstdio>
 #include <string>

@@ -5,8 +5,9 @@
 
 contract.py    the I/O contract (plain Python)         onnx.py        the export and its checks
 lowering.py    the op family as ONNX                  graphs.py      what each graph computes
-coverage.py    TensorRT parser operator coverage      cache.py       exports cached by content
-tensorrt.py    engine builds (Python builder)         profiles.py    optimization profiles
+precision.py   float16 graphs: reductions in float32  cache.py       exports cached by content
+coverage.py    TensorRT parser operator coverage      profiles.py    optimization profiles
+tensorrt.py    engine builds (Python builder)         plugin_build.py  the csrc/trt plugin library
 triton_repo.py Triton model repositories              triton_schema.py  Triton's config schema (protobuf)
 Importing this package does not import torch, onnx or tensorrt; the functions below import what they need.
 """

@@ -2,9 +2,9 @@
 
 That file is the operator matrix of onnx/onnx-tensorrt docs/operators.md (ONNX-TensorRT 10.1 GA; see its
 "source" fields). Checked per node: the operator is listed; the element type of its first input is one
-the list gives for it; inputs the list requires to be initializers / constants are; the opset is in the
-parser's range. Nodes of a custom domain (``lmt::RegionAdaIN``) are plugin nodes: allowed only when
-named in ``plugins``, and reported.
+the list gives for it; inputs the list requires to be initializers / constants are; Resize's attributes
+are among the supported modes; the opset is in the parser's range. Nodes of a custom domain
+(``lmt::RegionAdaIN``) are plugin nodes: allowed only when named in ``plugins``, and reported.
 """
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ OPS_FILE = Path(__file__).with_name("trt_supported_ops.json")
 _TYPE_NAMES = {1: "FP32", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 10: "FP16", 11: "DOUBLE",
                16: "BF16"}
 _CONSTANT_INPUT = re.compile(r"`(\w+)` (?:input )?must be (?:an initializer|a constant tensor)")
+# Resize's restrictions in the operator matrix, as attribute -> supported values (antialias: not supported).
+_RESIZE_SUPPORTED = {
+    "mode": {"nearest", "linear"},
+    "coordinate_transformation_mode": {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric",
+                                       "align_corners"},
+    "nearest_mode": {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"},
+    "keep_aspect_ratio_policy": {"stretch"},
+    "antialias": {0},
+}
 
 
 class UnsupportedOpsError(ValueError):
@@ -75,6 +84,8 @@ def check_tensorrt_coverage(model, plugins=(), raise_error: bool = True) -> Cove
         if first is not None and entry.get("types") and first not in entry["types"]:
             report.problems.append(f"{node.op_type} ({node.name}) on {first}: the parser supports "
                                    f"{', '.join(entry['types'])}")
+        if node.op_type == "Resize":
+            report.problems += _resize_problems(node)
         for input_name in _CONSTANT_INPUT.findall(entry.get("restrictions", "")):
             index = _input_index(node.op_type, input_name, opset)
             if index is not None and index < len(node.input) and node.input[index] \
@@ -88,6 +99,20 @@ def check_tensorrt_coverage(model, plugins=(), raise_error: bool = True) -> Cove
         raise UnsupportedOpsError("TensorRT coverage check failed (operator list: "
                                   f"{table['source_release']}): " + "; ".join(report.problems))
     return report
+
+
+def _resize_problems(node) -> list[str]:
+    import onnx
+
+    problems = []
+    for attribute in node.attribute:
+        allowed = _RESIZE_SUPPORTED.get(attribute.name)
+        value = onnx.helper.get_attribute_value(attribute)
+        value = value.decode() if isinstance(value, bytes) else value
+        if allowed is not None and value not in allowed:
+            problems.append(f"Resize ({node.name}): {attribute.name}={value!r} is not supported by TensorRT's parser "
+                            f"(supported: {', '.join(map(str, sorted(allowed, key=str)))})")
+    return problems
 
 
 def _value_types(model) -> dict:

@@ -11,8 +11,10 @@ lmt_fast.export.lowering), a reflection pad as one Pad node, and custom nodes th
 running-statistics instance norm of compat="official") are folded into their convolutions first
 (lmt_fast.models.fold), so no exporter needs a rule for them and the graph has no running statistics.
 
-Every export is checked before it is returned: the graph's inputs and outputs must have the contract's
-names, element types and dynamic axes (an exporter that silently fixed a dynamic size is an error).
+In a float16 graph every reduction (not only the normalisations' statistics) reads float32
+(lmt_fast.export.precision). Every export is checked before it is returned: the graph's inputs and
+outputs must have the contract's names, element types and dynamic axes (an exporter that silently fixed
+a dynamic size is an error).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from lmt_fast.export.contract import (
 )
 from lmt_fast.export.graphs import graph_module
 from lmt_fast.export.lowering import BACKEND, export_backend, official_hadain_in_float32
+from lmt_fast.export.precision import reductions_in_float32
 
 DEFAULT_OPSET = 18   # TensorRT 10's ONNX parser reads opsets 9-20; the dynamo exporter starts at 18
 ONNX_DTYPES = {"float32": 1, "uint8": 2, "float16": 10}   # onnx.TensorProto element types
@@ -89,6 +92,8 @@ def export_onnx(generator: nn.Module, variant: Variant = Variant(), path: str | 
     model = program.model_proto
     _drop_trace_metadata(model)
     _shapes_from_cast(model)
+    if variant.dtype == "float16":
+        reductions_in_float32(model)
     _name_dynamic_axes(model, contract)
     _write_metadata(model, contract, config, generator)
     onnx.checker.check_model(model, full_check=True)

@@ -16,8 +16,13 @@ $TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT/include, an ``include`` folder of the inst
 packages). No TensorRT library is linked: the default library registers its creator through the
 ``getCreators`` / ``setLoggerFinder`` entry points that TensorRT calls after loading it (see
 csrc/trt/README.md), so it builds where only the headers are. ``static_registration=True`` builds the
-variant for ``trtexec --staticPlugins`` / a plain dlopen, which registers itself while loading and so
-links against libnvinfer (``tensorrt_lib`` or $TENSORRT_LIB_DIR).
+variant ``liblmt_trt_plugin_static.so`` for ``trtexec --staticPlugins``, ``LD_PRELOAD`` (Triton) or a plain
+dlopen, which registers itself while loading (as ``REGISTER_TENSORRT_PLUGIN`` does) and so links against
+libnvinfer (``tensorrt_lib`` or $TENSORRT_LIB_DIR). Build against the headers of the TensorRT major version
+that will load the library: the plugin interfaces' layout differs between TensorRT 10 and 11.
+
+    build_plugin("build/trt", static_registration=True)   # -> build/trt/liblmt_trt_plugin_static.so
+    trtexec --onnx=model.onnx --saveEngine=model.plan --staticPlugins=build/trt/liblmt_trt_plugin_static.so
 
 The kernels are compiled with the flags setup.py uses for the torch extension (-O3 --use_fast_math), for
 the architectures in ``cuda_arch`` (SASS for each, plus PTX of the newest so later GPUs can JIT it).
@@ -37,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-LIBRARY_NAME = "liblmt_trt_plugin.so"
+LIBRARY_NAME = "liblmt_trt_plugin.so"                 # registers through getCreators (--dynamicPlugins)
+STATIC_LIBRARY_NAME = "liblmt_trt_plugin_static.so"   # registers while loading (--staticPlugins, LD_PRELOAD)
 DEFAULT_ARCHS = ("80", "90")
 CSRC = Path(__file__).resolve().parents[2] / "csrc"
 NVCC_FLAGS = ("-std=c++17", "-O3", "--use_fast_math")   # as setup.py's CUDA extension
@@ -204,19 +210,25 @@ def gencode_flags(cuda_arch: Sequence[str]) -> list[str]:
 
 def compile_commands(obj_dir: str | os.PathLike, tools: Toolchain, cuda_arch: Sequence[str] = DEFAULT_ARCHS, *,
                      static_registration: bool = False, extra_cxx_flags: Sequence[str] = ()) -> list[tuple]:
-    """(source, object file, argv) for every source of the library."""
+    """(source, object file, argv) for every source of the library.
+
+    The kernels go to ``obj_dir/kernels`` and are the same for both registration variants (so building the
+    second variant compiles two C++ files only); the plugin's C++ files go to ``obj_dir/dynamic`` or
+    ``obj_dir/static``.
+    """
     obj_dir = Path(obj_dir)
     cuda, cxx, _ = plugin_sources()
     include = ["-I", str(CSRC / "include")]
     defines = ["-DLMT_TRT_STATIC_REGISTRATION=1"] if static_registration else []
+    variant_dir = obj_dir / ("static" if static_registration else "dynamic")
     commands = []
     for source in cuda:
-        obj = obj_dir / (source.stem + ".cu.o")
+        obj = obj_dir / "kernels" / (source.stem + ".cu.o")
         argv = [str(tools.nvcc), "-c", *NVCC_FLAGS, *gencode_flags(cuda_arch), "-Xcompiler", "-fPIC",
                 "-Xcompiler", "-fvisibility=hidden", *include, str(source), "-o", str(obj)]
         commands.append((source, obj, argv))
     for source in cxx:
-        obj = obj_dir / (source.stem + ".o")
+        obj = variant_dir / (source.stem + ".o")
         argv = [tools.cxx, "-c", *CXX_FLAGS, "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
                 *defines, *include, "-isystem", str(tools.tensorrt_include), "-isystem", str(tools.cuda_include),
                 *extra_cxx_flags, str(source), "-o", str(obj)]
@@ -251,11 +263,11 @@ def compile_plugin_objects(obj_dir: str | os.PathLike, tensorrt_include=None, cu
     """Compile every source of the library to an object file under `obj_dir` (compile only: no TensorRT
     library is needed). Objects whose inputs did not change are kept. Returns the object files."""
     tools = toolchain(tensorrt_include, nvcc, cxx)
-    obj_dir = Path(obj_dir)
-    obj_dir.mkdir(parents=True, exist_ok=True)
     _, _, headers = plugin_sources()
     commands = compile_commands(obj_dir, tools, cuda_arch, static_registration=static_registration,
                                 extra_cxx_flags=extra_cxx_flags)
+    for _, obj, _ in commands:
+        obj.parent.mkdir(parents=True, exist_ok=True)
 
     def build(entry) -> Path:
         source, obj, argv = entry
@@ -279,19 +291,26 @@ def link_command(library: Path, objects: Sequence[Path], tools: Toolchain,
                  tensorrt_library: Path | None = None) -> list:
     """Link with the CUDA runtime statically (no libcudart.so needed at run time), every undefined symbol
     resolved (so a missing TensorRT symbol fails here, not when TensorRT loads the library), and only the
-    entry points of csrc/trt/exports.map exported."""
+    entry points of csrc/trt/exports.map exported.
+
+    tensorrt_library (the static-registration variant): libnvinfer to link, found at run time through an
+    rpath to its directory; and ``-z nodelete``, because TensorRT's global registry keeps pointing at the
+    creator after a dlclose (trtexec closes --staticPlugins libraries before the registry goes away).
+    """
     argv = [tools.cxx, "-shared", "-o", str(library), *map(str, objects), "-L", str(tools.cuda_lib), "-lcudart_static",
             "-ldl", "-lpthread", "-lrt", "-Wl,--no-undefined", "-Wl,--exclude-libs,ALL", "-Wl,-Bsymbolic",
             f"-Wl,--version-script={CSRC / 'trt' / 'exports.map'}"]
     if tensorrt_library is not None:
-        argv += [str(tensorrt_library), f"-Wl,-rpath,{tensorrt_library.parent}"]
+        argv += [str(tensorrt_library), f"-Wl,-rpath,{tensorrt_library.parent}", "-Wl,-z,nodelete"]
     return argv
 
 
 def build_plugin(output_dir: str | os.PathLike, tensorrt_include=None, tensorrt_lib=None,
                  cuda_arch: Sequence[str] = DEFAULT_ARCHS, *, static_registration: bool = False, jobs: int = 1,
                  nvcc=None, cxx=None, extra_cxx_flags: Sequence[str] = (), verbose: bool = False) -> Path:
-    """Compile csrc/cuda/*.cu and csrc/trt/*.cpp and link ``<output_dir>/liblmt_trt_plugin.so``; returns its path.
+    """Compile csrc/cuda/*.cu and csrc/trt/*.cpp and link ``<output_dir>/liblmt_trt_plugin.so`` (with
+    static_registration: ``liblmt_trt_plugin_static.so``, so both variants can share a directory and the
+    kernels' objects); returns its path.
 
     tensorrt_include: TensorRT's include directory (default: see find_tensorrt_include).
     tensorrt_lib: only for static_registration=True, the directory with libnvinfer.so.
@@ -301,14 +320,13 @@ def build_plugin(output_dir: str | os.PathLike, tensorrt_include=None, tensorrt_
     tools = toolchain(tensorrt_include, nvcc, cxx)
     nvinfer = find_tensorrt_library(tensorrt_lib) if static_registration else None
     output_dir = Path(output_dir)
-    suffix = "static" if static_registration else "dynamic"
-    objects = compile_plugin_objects(output_dir / "obj" / suffix, tools.tensorrt_include, cuda_arch,
+    objects = compile_plugin_objects(output_dir / "obj", tools.tensorrt_include, cuda_arch,
                                      static_registration=static_registration, extra_cxx_flags=extra_cxx_flags,
                                      jobs=jobs, nvcc=tools.nvcc, cxx=tools.cxx, verbose=verbose)
-    library = output_dir / LIBRARY_NAME
+    library = output_dir / (STATIC_LIBRARY_NAME if static_registration else LIBRARY_NAME)
     tmp = library.with_name(library.name + ".tmp")
     try:
-        _run(link_command(tmp, objects, tools, nvinfer), f"linking {LIBRARY_NAME}", verbose)
+        _run(link_command(tmp, objects, tools, nvinfer), f"linking {library.name}", verbose)
         os.replace(tmp, library)
     finally:
         tmp.unlink(missing_ok=True)

@@ -10,7 +10,10 @@ pip wheels):
         --optShapes=input:4x3x128x128,exemplar:4x3x128x128 \\
         --maxShapes=input:8x3x256x256,exemplar:8x3x256x256 [--memPoolSize=workspace:1024M]
 
-(``trtexec_command`` writes the exact line for a given graph and profile.)
+(``trtexec_command`` writes the exact line for a given graph and profile.) Graphs exported with
+``--custom-ops`` need the plugin library of csrc/trt: ``--plugin liblmt_trt_plugin.so`` here,
+``--dynamicPlugins=liblmt_trt_plugin.so`` for trtexec, or its static-registration build with
+``--staticPlugins=liblmt_trt_plugin_static.so`` (csrc/trt/README.md).
 
 Precision. TensorRT 11 is strongly typed only: the engine computes in the types the ONNX graph states,
 and there is no FP16 builder flag. For an FP16 engine export an FP16 graph (``lmt-fast export --dtype
@@ -64,32 +67,64 @@ def sidecar_path(plan: str | os.PathLike) -> Path:
 
 
 def trtexec_command(onnx_path, plan_path, profile: Profile, workspace_mib: int | None = None,
-                    fp16: bool = False, plugins: Sequence[str] = ()) -> str:
-    """The trtexec invocation equivalent to build_engine with the same arguments."""
+                    fp16: bool = False, plugins: Sequence[str] = (), static_plugins: Sequence[str] = (),
+                    serialize_plugins: bool = False) -> str:
+    """The trtexec invocation equivalent to build_engine with the same arguments.
+
+    plugins: libraries that register through getCreators (liblmt_trt_plugin.so), passed as --dynamicPlugins;
+    static_plugins: libraries that register while loading (liblmt_trt_plugin_static.so), --staticPlugins:
+    trtexec only dlopens those (csrc/trt/README.md). serialize_plugins: store the --dynamicPlugins libraries
+    in the plan (--setPluginsToSerialize), as build_engine(serialize_plugins=True) does.
+    """
     args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan_path}"]
     args += [f"{flag}={value}" for flag, value in profile.trtexec_shapes().items()]
     if workspace_mib:
         args.append(f"--memPoolSize=workspace:{int(workspace_mib)}M")
     if fp16:
         args.append("--fp16")
-    # liblmt_trt_plugin.so registers through getCreators (csrc/trt/README.md): trtexec loads such libraries
-    # with --dynamicPlugins (--staticPlugins only dlopens, for libraries built with static registration).
     args += [f"--dynamicPlugins={p}" for p in plugins]
-    return " ".join(shlex.quote(a) for a in args)
+    if serialize_plugins:
+        args += [f"--setPluginsToSerialize={p}" for p in plugins]
+    args += [f"--staticPlugins={p}" for p in static_plugins]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def network_flags(trt, float16_graph: bool) -> int:
+    """The NetworkDefinitionCreationFlag bits for builder.create_network, by TensorRT major version.
+
+    TensorRT 11 builds every network strongly typed (STRONGLY_TYPED is a deprecated no-op) and has no
+    EXPLICIT_BATCH: 0. TensorRT 10: every network is explicit batch (EXPLICIT_BATCH is deprecated and
+    ignored, so it is not set); STRONGLY_TYPED for float16 graphs, so their float32 statistics stay
+    float32 (a weakly typed build may run them in FP16). Older TensorRT is refused: the runtime needs the
+    named-tensor API and the plugin IPluginV3 of TensorRT 10.
+    """
+    major = tensorrt_major(trt)
+    if major < 10:
+        raise EngineBuildError(f"TensorRT {trt.__version__} is too old: lmt_fast builds with TensorRT 10 or 11; "
+                               f"{INSTALL_HINT}")
+    if major >= 11 or not float16_graph:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def build_engine(onnx_path: str | os.PathLike, plan_path: str | os.PathLike, profiles: Sequence[Profile], *,
                  contract: IOContract | None = None, config: dict | None = None, workspace_mib: int | None = None,
-                 fp16: bool = False, plugins: Sequence[str] = (), verbose: bool = False) -> Path:
+                 fp16: bool = False, plugins: Sequence[str] = (), serialize_plugins: bool = False,
+                 verbose: bool = False) -> Path:
     """Parse `onnx_path`, build a serialized engine with one optimization profile per entry of
     `profiles`, write it to `plan_path` (and the JSON sidecar); returns the plan path.
 
     contract / config: what the graph's lmt_fast metadata says (for the sidecar and the I/O check).
     plugins: shared libraries with TensorRT plugins to load first (graphs exported with custom ops).
+    serialize_plugins: store those libraries in the plan (IBuilderConfig.plugins_to_serialize, trtexec's
+    --setPluginsToSerialize), so that the engine loads where nobody loads the plugin (Triton); such a
+    plan must then not be given the same library again (its creator would be registered twice).
     """
     trt = import_tensorrt()
     major = tensorrt_major(trt)
     float16_graph = contract is not None and contract.variant.dtype == "float16"
+    if serialize_plugins and not plugins:
+        raise EngineBuildError("serialize_plugins needs the plugin libraries to store (plugins=[...])")
     if fp16 and major >= 11:
         raise EngineBuildError("TensorRT 11 has no FP16 builder flag (it is strongly typed: the engine's precision "
                                "is the ONNX graph's); export an FP16 graph with `lmt-fast export --dtype float16`")
@@ -97,6 +132,7 @@ def build_engine(onnx_path: str | os.PathLike, plan_path: str | os.PathLike, pro
         raise EngineBuildError("the graph is float16 already; --fp16 is for float32 graphs on TensorRT 10")
     if not profiles:
         raise ContractError("build_engine needs at least one optimization profile")
+    flags = network_flags(trt, float16_graph)
 
     from lmt_fast.runtime.tensorrt import load_plugins
 
@@ -104,10 +140,6 @@ def build_engine(onnx_path: str | os.PathLike, plan_path: str | os.PathLike, pro
     trt.init_libnvinfer_plugins(logger, "")
     load_plugins(trt, list(plugins))   # once per process; PluginLoadError names a library that does not load
     builder = trt.Builder(logger)
-    flags = 0
-    if major < 11 and float16_graph:
-        # Strong typing keeps the graph's float32 normalisation islands in float32 (always on in 11).
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -121,6 +153,8 @@ def build_engine(onnx_path: str | os.PathLike, plan_path: str | os.PathLike, pro
         build_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if fp16:
         build_config.set_flag(trt.BuilderFlag.FP16)
+    if serialize_plugins:
+        build_config.plugins_to_serialize = [str(Path(p).resolve()) for p in plugins]
     for profile in profiles:
         optimization_profile = builder.create_optimization_profile()
         for name, r in profile.ranges.items():

@@ -1,7 +1,8 @@
 """The part of Triton Inference Server's ``ModelConfig`` message that lmt_fast writes, as a protobuf schema.
 
-Transcribed (names, types, field numbers) from triton-inference-server/common ``protobuf/model_config.proto``
-(2026-07 snapshot), so that a written ``config.pbtxt`` is checked by protobuf's own text-format parser:
+Transcribed (names, types, field numbers, enum values) from triton-inference-server/common
+``protobuf/model_config.proto`` (commit 83adf7cf88a2, 2026-07-23; re-checked field by field against it),
+so that a written ``config.pbtxt`` is checked by protobuf's own text-format parser:
 an unknown field, a wrong type or an unknown enum value fails as it would in the server. Needs only
 ``protobuf`` (which onnx depends on), not tritonclient.
 """

@@ -34,8 +34,9 @@ GPU_INSTALL_HINT = ("install onnxruntime-gpu instead of onnxruntime (pip uninsta
                     "onnxruntime-gpu), matching your CUDA version")
 
 
-class MissingGraphError(ValueError):
-    """The ONNX files at hand do not include the graph a call needs; the message says which to export."""
+class MissingGraphError(ContractError):
+    """The ONNX files (or engines) at hand do not include the graph a call needs; the message says which to
+    export. A ContractError: the request does not fit what was exported (the CLI reports it in one line)."""
 
 
 class ExecutionProviderError(RuntimeError):

@@ -33,6 +33,7 @@ TensorRTUnavailableError (or ImportError naming the buffer package) when what it
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -170,6 +171,10 @@ def load_plugins(trt, plugins: Sequence[str | os.PathLike] | None = None) -> lis
 
 
 class EngineRunner:
+    """One deserialized engine with its contract, profiles and execution context. ``runner(**inputs)``
+    checks the request (one ContractError naming every problem), selects the optimization profile that
+    covers it, and runs through the buffer backend chosen by ``buffers`` (see the module docstring)."""
+
     def __init__(self, plan: str | os.PathLike | bytes, buffers: str = "torch", device: int = 0,
                  contract: IOContract | None = None, plugins: Sequence[str | os.PathLike] | None = None):
         """plan: a serialized engine (path or bytes). plugins: plugin libraries to load first (default:
@@ -189,7 +194,9 @@ class EngineRunner:
         sidecar = None if isinstance(plan, bytes) else read_sidecar(plan)
         if contract is None and sidecar and sidecar.get("contract"):
             contract = IOContract.from_json(json.dumps(sidecar["contract"]))
-        self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(data)
+        with self._backend.on_device():   # the engine and its context live on `device`
+            self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(data)
+            self.context = self.engine.create_execution_context() if self.engine is not None else None
         if self.engine is None:
             name = plan if not isinstance(plan, bytes) else "the plan"
             needs_plugin = contract is not None and contract.variant.custom_ops
@@ -201,7 +208,6 @@ class EngineRunner:
         self.contract = contract or infer_contract(self.io)
         self.config = (sidecar or {}).get("config")
         self.contract.check_io(self.io.inputs, self.io.outputs)
-        self.context = self.engine.create_execution_context()
         self._profile = 0
 
     def __call__(self, **inputs):
@@ -214,8 +220,9 @@ class EngineRunner:
     def run(self, inputs: Mapping) -> dict:
         shapes = {name: tuple(t.shape) for name, t in inputs.items()}
         dtypes = {name: self._backend.dtype_of(t) for name, t in inputs.items()}
-        _, profile = self.check(shapes, dtypes)
-        return self._backend.execute(self, inputs, shapes, profile)
+        _, profile = self.check(shapes, dtypes)   # one ContractError before anything touches the GPU
+        with self._backend.on_device():
+            return self._backend.execute(self, inputs, shapes, profile)
 
     # used by the buffer backends
     def prepare(self, shapes: Mapping[str, tuple], profile: int, stream_handle: int) -> dict:
@@ -503,6 +510,9 @@ class _TorchBuffers:
         self.dtypes = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8,
                        "bfloat16": torch.bfloat16, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
 
+    def on_device(self):
+        return self.torch.cuda.device(self.device)
+
     def dtype_of(self, t) -> str:
         return str(t.dtype).replace("torch.", "") if isinstance(t, self.torch.Tensor) else t.dtype.name
 
@@ -532,7 +542,13 @@ class _CudaPythonBuffers:
                 raise ImportError("buffers='cuda-python' needs the 'cuda-python' package (pip install cuda-python)") \
                     from None
         self.cudart = cudart
-        self._call(cudart.cudaSetDevice(device))
+        self.device = device
+
+    @contextlib.contextmanager
+    def on_device(self):
+        """The runtime API's current device is per thread: set it for every call."""
+        self._call(self.cudart.cudaSetDevice(self.device))
+        yield
 
     def _call(self, result):
         err, rest = result[0], result[1:]
@@ -589,18 +605,27 @@ class _PyCudaBuffers:
 
     dtype_of = _CudaPythonBuffers.dtype_of
 
+    @contextlib.contextmanager
+    def on_device(self):
+        self.context.push()
+        try:
+            yield
+        finally:
+            self.context.pop()
+
     def execute(self, runner: EngineRunner, inputs: Mapping, shapes, profile: int) -> dict:
         import numpy as np
 
         cuda = self.cuda
-        self.context.push()
+        stream = cuda.Stream()
+        host_in = {name: np.ascontiguousarray(a) for name, a in inputs.items()}
+        out_shapes = runner.prepare(shapes, profile, stream.handle)
+        host_out = {name: np.empty(out_shapes[name], dtype=np.dtype(dtype))
+                    for name, (dtype, _) in runner.io.outputs.items()}
+        device = {}
         try:
-            stream = cuda.Stream()
-            host_in = {name: np.ascontiguousarray(a) for name, a in inputs.items()}
-            out_shapes = runner.prepare(shapes, profile, stream.handle)
-            host_out = {name: np.empty(out_shapes[name], dtype=np.dtype(dtype))
-                        for name, (dtype, _) in runner.io.outputs.items()}
-            device = {name: cuda.mem_alloc(max(a.nbytes, 1)) for name, a in {**host_in, **host_out}.items()}
+            for name, array in {**host_in, **host_out}.items():
+                device[name] = cuda.mem_alloc(max(array.nbytes, 1))
             for name, array in host_in.items():
                 cuda.memcpy_htod_async(device[name], array, stream)
             runner.launch({name: int(d) for name, d in device.items()}, stream.handle)
@@ -609,7 +634,8 @@ class _PyCudaBuffers:
             stream.synchronize()
             return host_out
         finally:
-            self.context.pop()
+            for allocation in device.values():   # freed here, while the context is current
+                allocation.free()
 
 
 _BUFFER_BACKENDS = {"torch": _TorchBuffers, "cuda-python": _CudaPythonBuffers, "pycuda": _PyCudaBuffers}

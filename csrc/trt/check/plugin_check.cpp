@@ -1,7 +1,10 @@
 // plugin_check: exercises liblmt_trt_plugin.so the way TensorRT does, without TensorRT's libraries.
 //
-//     plugin_check path/to/liblmt_trt_plugin.so          host-side checks (no GPU needed)
-//     plugin_check path/to/liblmt_trt_plugin.so --gpu    + enqueue on the GPU against a float64 reference
+//     plugin_check path/to/liblmt_trt_plugin.so            host-side checks (no GPU needed)
+//     plugin_check path/to/liblmt_trt_plugin.so --gpu      + enqueue on the GPU against a float64 reference
+//     plugin_check path/to/liblmt_trt_plugin.so --static   the static-registration variant, linked against
+//                                                          fake_nvinfer (check/fake_nvinfer.cpp): loading it
+//                                                          must register the creator (trtexec --staticPlugins)
 //
 // Host side: dlopen + the entry points TensorRT's IPluginRegistry::loadLibrary looks up (getCreators,
 // setLoggerFinder), the creator's identity and fields, createPlugin with the fields TensorRT's ONNX parser
@@ -537,14 +540,37 @@ void gpu_checks(nvinfer1::IPluginCreatorV3One* creator) {
   }
 }
 
+// The static-registration variant: dlopen alone (what trtexec --staticPlugins does) must have registered the
+// creator with libnvinfer's global registry, here fake_nvinfer's, under the ONNX node's namespace; getCreators
+// then lists none, so that IPluginRegistry::loadLibrary on the same library does not register it twice.
+nvinfer1::IPluginCreatorInterface* statically_registered_creator(void* lib, int32_t creators_listed) {
+  using Find = nvinfer1::IPluginCreatorInterface* (*)(const char*, const char*, const char*);
+  using Count = int32_t (*)();
+  auto find = reinterpret_cast<Find>(dlsym(lib, "lmt_fake_nvinfer_find"));
+  auto count = reinterpret_cast<Count>(dlsym(lib, "lmt_fake_nvinfer_count"));
+  check(find != nullptr && count != nullptr, "the library is linked against fake_nvinfer (--static)");
+  if (find == nullptr || count == nullptr) return nullptr;
+  nvinfer1::IPluginCreatorInterface* creator = find("RegionAdaIN", "1", "lmt");
+  check(creator != nullptr && count() == 1,
+        "loading the library registered RegionAdaIN/1 in namespace lmt with the global registry (registered: " +
+            std::to_string(count()) + ")");
+  check(creators_listed == 0, "getCreators lists no creator once registered statically (got " +
+                                  std::to_string(creators_listed) + ")");
+  return creator;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s LIBRARY.so [--gpu]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s LIBRARY.so [--gpu] [--static]\n", argv[0]);
     return 2;
   }
-  const bool gpu = argc > 2 && std::strcmp(argv[2], "--gpu") == 0;
+  bool gpu = false, static_registration = false;
+  for (int i = 2; i < argc; ++i) {
+    gpu = gpu || std::strcmp(argv[i], "--gpu") == 0;
+    static_registration = static_registration || std::strcmp(argv[i], "--static") == 0;
+  }
   void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
   check(lib != nullptr, std::string("dlopen ") + argv[1] + (lib ? "" : std::string(": ") + dlerror()));
   if (lib == nullptr) return g_failures;
@@ -559,9 +585,15 @@ int main(int argc, char** argv) {
   set_logger_finder(&finder);
   int32_t count = -1;
   nvinfer1::IPluginCreatorInterface* const* creators = get_creators(count);
-  check(creators != nullptr && count == 1, "getCreators lists one creator (got " + std::to_string(count) + ")");
-  if (creators == nullptr || count != 1) return g_failures;
-  auto* creator = static_cast<nvinfer1::IPluginCreatorV3One*>(creators[0]);
+  nvinfer1::IPluginCreatorInterface* found = nullptr;
+  if (static_registration) {
+    found = statically_registered_creator(lib, count);
+  } else {
+    check(creators != nullptr && count == 1, "getCreators lists one creator (got " + std::to_string(count) + ")");
+    found = creators != nullptr && count == 1 ? creators[0] : nullptr;
+  }
+  if (found == nullptr) return g_failures;
+  auto* creator = static_cast<nvinfer1::IPluginCreatorV3One*>(found);
   host_checks(creator);
   if (gpu) gpu_checks(creator);
   std::printf("%d check(s) failed\n", g_failures);
