@@ -6,6 +6,7 @@ on stderr naming the problem and exit code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -131,6 +132,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", default=[], metavar="LIB.so",
                    help="TensorRT plugin library to load (graphs exported with --custom-ops; build it with "
                         "lmt-fast build-plugin)")
+    p.add_argument("--serialize-plugins", action="store_true",
+                   help="store the --plugin libraries in the plan (trtexec --setPluginsToSerialize)")
+    p.add_argument("--static-plugin", action="append", default=[], metavar="LIB.so",
+                   help="with --print-trtexec: a static-registration library (liblmt_trt_plugin_static.so), "
+                        "printed as --staticPlugins")
     p.add_argument("--print-trtexec", action="store_true", help="print the equivalent trtexec command and exit")
     p.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     _add_triton_options(p)
@@ -163,7 +169,8 @@ def _add_triton_options(p: argparse.ArgumentParser) -> None:
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"),
+                   help="default: float32 for checkpoints, the file's own dtype for .onnx exports and engines")
     p.add_argument("--backend", default="auto",
                    help="auto (fused where a fused op backend runs, else eager), fused, eager, onnxruntime, "
                         "tensorrt, or an op backend listed by `lmt-fast info`")
@@ -172,6 +179,26 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugin", action="append", default=None, metavar="LIB.so",
                    help="TensorRT plugin library for a --checkpoint engine with custom ops (default: "
                         "$LMT_FAST_TRT_PLUGINS)")
+
+
+def _user_error(exc: Exception) -> int:
+    print(f"lmt-fast: error: {exc}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _reporting(user_errors):
+    """A command whose exceptions of the classes `user_errors()` returns are the user's to fix: one line on
+    stderr and exit code 2. The classes are looked up only when something fails (their modules can be
+    heavy, e.g. the export stack)."""
+    def decorate(run):
+        @functools.wraps(run)
+        def command(args) -> int:
+            try:
+                return run(args)
+            except user_errors() as exc:
+                return _user_error(exc)
+        return command
+    return decorate
 
 
 def _translator(args):
@@ -222,23 +249,21 @@ def _demo(args) -> int:
     return 0
 
 
-def _purify(args) -> int:
+def _purifier_errors():
     from lmt_fast.purifier import PurifierError
 
-    try:
-        return _run_purify(args)
-    except PurifierError as exc:
-        return _user_error(exc)
+    return PurifierError
 
 
-def _run_purify(args) -> int:
+@_reporting(_purifier_errors)
+def _purify(args) -> int:
     from lmt_fast.io import check_image_path, save_image
     from lmt_fast.purifier import Purifier, PurifierError
 
     output = check_image_path(args.output)  # before any work
     if (args.style_image is None) != (args.style_mask is None):
         raise PurifierError("--style-image and --style-mask go together (the style's regions come from its mask)")
-    options = dict(device=args.device, dtype=args.dtype, backend=args.backend, resize=args.resize)
+    options = dict(device=args.device, dtype=args.dtype or "float32", backend=args.backend, resize=args.resize)
     purifier = Purifier.load(args.checkpoint, **options) if args.checkpoint else Purifier.from_pretrained(**options)
     style = purifier.encode_style(args.style_image, args.style_mask) if args.style_image else None
     result = purifier.purify(args.image, args.mask, style=style)
@@ -320,19 +345,8 @@ def _export_user_errors():
             PluginLoadError, ValueError)
 
 
-def _user_error(exc: Exception) -> int:
-    print(f"lmt-fast: error: {exc}", file=sys.stderr)
-    return EXIT_USER_ERROR
-
-
+@_reporting(_export_user_errors)
 def _export(args) -> int:
-    try:
-        return _run_export(args)
-    except _export_user_errors() as exc:
-        return _user_error(exc)
-
-
-def _run_export(args) -> int:
     import tempfile
 
     from lmt_fast.export.contract import FILE_NAMES, IOContract, Variant
@@ -384,14 +398,8 @@ def _coverage_summary(path, custom_ops: bool) -> str:
     return text
 
 
+@_reporting(_export_user_errors)
 def _build_engine(args) -> int:
-    try:
-        return _run_build_engine(args)
-    except _export_user_errors() as exc:
-        return _user_error(exc)
-
-
-def _run_build_engine(args) -> int:
     from lmt_fast.export.coverage import check_tensorrt_coverage
     from lmt_fast.export.onnx import read_metadata
     from lmt_fast.export.profiles import build_profile
@@ -402,14 +410,16 @@ def _run_build_engine(args) -> int:
         raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
     contract, config, _ = read_metadata(onnx_path)
     profile = build_profile(contract, args.profile, default_size=config.get("image_size"), max_batch=args.max_batch)
-    command = trtexec_command(onnx_path, args.output, profile, args.workspace, args.fp16, args.plugin)
+    command = trtexec_command(onnx_path, args.output, profile, args.workspace, args.fp16, args.plugin,
+                              args.static_plugin, args.serialize_plugins)
     if args.print_trtexec:
         print(command)
         return 0
     check_tensorrt_coverage(onnx_path, plugins=("lmt::RegionAdaIN",) if args.plugin else ())
     try:
         plan = build_engine(onnx_path, args.output, [profile], contract=contract, config=config,
-                            workspace_mib=args.workspace, fp16=args.fp16, plugins=args.plugin, verbose=args.verbose)
+                            workspace_mib=args.workspace, fp16=args.fp16, plugins=args.plugin,
+                            serialize_plugins=args.serialize_plugins, verbose=args.verbose)
     except TensorRTUnavailableError as exc:
         raise TensorRTUnavailableError(f"{exc}. Without it, build the same engine with: {command}") from None
     print(f"wrote {plan} (profile {profile.text()}); the same engine with trtexec: {command}")

@@ -1,16 +1,30 @@
 """Image and mask conversions shared by the public APIs (Translator, Purifier).
 
 Each public API raises its own ValueError subclass, so every check takes the exception class to raise;
-the messages name the role ("input", "exemplar", "image", ...) and the problem.
+the messages name the role ("input", "exemplar", "image", ...) and the problem. An image goes in with
+`read_image` (and its mask with `read_mask`); its results come back at its size and in its kind with
+`image_back` / `mask_back`.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from lmt_fast.io import ImageError, load_mask
+from lmt_fast import ops
+from lmt_fast.io import ImageError, load_image, load_mask, to_rgb
+
+
+@dataclass
+class PreparedImage:
+    tensor: torch.Tensor       # (1, 3, h, w) float32 in [-1, 1]; the APIs move it to their working size
+    size: tuple[int, int]      # original (H, W)
+    kind: str                  # "pil" | "numpy" | "tensor"
+    like: torch.Tensor | None  # for tensor inputs: the original, to restore shape/dtype/device
+    notes: list[str]
 
 
 def is_pil(x) -> bool:
@@ -106,6 +120,91 @@ def mask_to_tensor(mask, role: str, error: type[Exception]) -> torch.Tensor:
     return t[None, None]
 
 
+def read_image(image, role: str, error: type[Exception], verb: str) -> PreparedImage:
+    """Any accepted image (path, PIL, uint8 array, float tensor) as a PreparedImage at its own size, on the
+    CPU. A file that cannot be read raises ImageError; `verb` is as for `check_tensor`."""
+    notes: list[str] = []
+    like = None
+    if isinstance(image, (str, os.PathLike)):
+        pil, notes = load_image(image)
+        kind, tensor = "pil", uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
+    elif is_pil(image):
+        pil, notes = to_rgb(image, role)
+        kind, tensor = "pil", uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
+    elif isinstance(image, np.ndarray):
+        kind, tensor = "numpy", array_to_tensor(image, role, notes, error)
+    elif isinstance(image, torch.Tensor):
+        kind, like, tensor = "tensor", image, check_tensor(image, role, error, verb)
+    else:
+        raise error(f"{role}: unsupported type {type(image).__name__}; pass a path, a PIL image, "
+                    "a uint8 HxWx3 (HWC) numpy array or a float tensor in [-1, 1]")
+    return PreparedImage(tensor, (tensor.shape[-2], tensor.shape[-1]), kind, like, notes)
+
+
+def check_batch(images, masks, batch_size: int, error: type[Exception], verb: str, noun: str,
+                masks_noun: str) -> None:
+    """The arguments of a `{verb}_batch` call: a list of `noun`s, as many masks if any, batch_size >= 1."""
+    if isinstance(images, (str, os.PathLike, torch.Tensor, np.ndarray)) or not hasattr(images, "__len__"):
+        raise error(f"{verb}_batch takes a list of {noun}s; use {verb} for one image")
+    if masks is not None and len(masks) != len(images):
+        raise error(f"{len(masks)} {masks_noun} for {len(images)} {noun}s")
+    if batch_size < 1:
+        raise error(f"batch_size must be >= 1, got {batch_size}")
+
+
+def check_multiple(x: torch.Tensor, role: str, multiple: int, error: type[Exception], unit: str = "") -> None:
+    """resize="none": the model's strided convs need both sides to be multiples of `multiple`."""
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple:
+        raise error(f"{role} is {w}x{h}{unit}; with resize='none' both sides must be multiples of {multiple}")
+
+
+def resize_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1] to `size` (bilinear, antialiased), still in [-1, 1]."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
+
+
+def read_mask(mask, image: PreparedImage, role: str, error: type[Exception], device: torch.device,
+              unit: str = "") -> torch.Tensor:
+    """A mask that must have its image's original size -> (1, 1, h, w) float32 on `device` at the image's
+    working size (bilinear, antialiased; the caller clamps after any further resize)."""
+    m = mask_to_tensor(mask, role, error)
+    if tuple(m.shape[-2:]) != image.size:
+        raise error(f"{role} is {m.shape[-1]}x{m.shape[-2]} but its image is {image.size[1]}x{image.size[0]}"
+                    f"{unit}; a mask must have its image's size")
+    work = tuple(image.tensor.shape[-2:])
+    m = m.to(device)
+    if tuple(m.shape[-2:]) != work:
+        m = F.interpolate(m, size=work, mode="bilinear", align_corners=False, antialias=True)
+    return m
+
+
+def image_back(y: torch.Tensor, src: PreparedImage):
+    """A model output (1, 3, h, w) back at its input's original size and in its input's kind."""
+    y = y.float()
+    if tuple(y.shape[-2:]) != src.size:
+        y = F.interpolate(y, size=src.size, mode="bilinear", align_corners=False, antialias=True)
+    return image_out(y.clamp(-1, 1), src.kind, src.like)
+
+
+def mask_back(m: torch.Tensor, src: PreparedImage):
+    """A mask (1, 1, h, w) in [0, 1] at its image's original size and in its image's kind: a tensor shaped
+    and placed like the image, a float (H, W) array, or a PIL "L" image."""
+    m = m.float()
+    if tuple(m.shape[-2:]) != src.size:
+        m = F.interpolate(m, size=src.size, mode="bilinear", align_corners=False)
+    m = m.clamp(0, 1)
+    if src.kind == "tensor":
+        m = m.to(src.like.device)
+        return m[0] if src.like.dim() == 3 else m
+    array = m[0, 0].cpu().numpy()
+    if src.kind == "numpy":
+        return array
+    from PIL import Image
+
+    return Image.fromarray(np.round(array * 255).astype(np.uint8), mode="L")
+
+
 def image_out(x: torch.Tensor, kind: str, like: torch.Tensor | None):
     """(1, 3, H, W) in [-1, 1] back in the kind the image came in: "tensor" (shaped, typed and placed as
     `like`), "numpy" (uint8 HWC) or "pil" (RGB)."""
@@ -145,3 +244,15 @@ def parse_dtype(dtype, error: type[Exception]) -> torch.dtype:
     if dtype not in DTYPES:
         raise error(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     return DTYPES[dtype]
+
+
+def resolve_op_backend(backend: str, device: torch.device, error: type[Exception], choices: list[str],
+                       dtype: torch.dtype | None = None) -> str:
+    """The op backend a module's norms run on: "eager" -> "reference" (the spec ops); "auto" or an op
+    backend name -> the one that runs on `device` (and `dtype`); else `error`, listing `choices`."""
+    if backend == "eager":
+        return "reference"
+    try:
+        return ops.resolve_backend(backend, device, dtype=dtype)
+    except ValueError as exc:
+        raise error(f"backend {backend!r} is not usable here: {exc}; choose from {choices}") from None

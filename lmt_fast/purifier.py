@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lmt_fast import image_inputs, ops
-from lmt_fast.io import ImageError, load_image, to_rgb
+from lmt_fast.image_inputs import PreparedImage
+from lmt_fast.io import ImageError
 from lmt_fast.models.mgst import MGSTGenerator, MGSTStyle, load_mgst_checkpoint
 
 RESIZE_POLICIES = ("model", "none")
@@ -58,15 +57,6 @@ class PurifierStyle:
 
     style: MGSTStyle
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Prepared:
-    tensor: torch.Tensor       # (1, 3, h, w) float32 in [-1, 1] at working size, on the device
-    size: tuple[int, int]      # original (H, W)
-    kind: str                  # "pil" | "numpy" | "tensor"
-    like: torch.Tensor | None
-    notes: list[str]
 
 
 class Purifier:
@@ -123,12 +113,7 @@ class Purifier:
     def purify_batch(self, images: Sequence, masks: Sequence | None = None, style=None,
                      batch_size: int = 32) -> list[PurificationResult]:
         """Purify many images (batch_size at a time; mixed working sizes run one by one)."""
-        if isinstance(images, (str, os.PathLike, torch.Tensor, np.ndarray)) or not hasattr(images, "__len__"):
-            raise PurifierError("purify_batch takes a list of images; use purify for one image")
-        if masks is not None and len(masks) != len(images):
-            raise PurifierError(f"{len(masks)} masks for {len(images)} images")
-        if batch_size < 1:
-            raise PurifierError(f"batch_size must be >= 1, got {batch_size}")
+        image_inputs.check_batch(images, masks, batch_size, PurifierError, "purify", "image", "masks")
         notes: list[str] = []
         code = self._style(style, notes)
         masks = list(masks) if masks is not None else [None] * len(images)
@@ -180,47 +165,31 @@ class Purifier:
         raise PurifierError("style must be None (the stored style), a PurifierStyle from encode_style, "
                             f"or an (image, mask) pair; got {type(style).__name__}")
 
-    def _prepare(self, image, role: str) -> _Prepared:
-        notes: list[str] = []
-        like = None
-        if isinstance(image, (str, os.PathLike)):
-            try:
-                pil, notes = load_image(image)
-            except ImageError as exc:
-                raise PurifierError(f"{role}: {exc}") from None
-            kind, tensor = "pil", image_inputs.uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
-        elif image_inputs.is_pil(image):
-            pil, notes = to_rgb(image, role)
-            kind, tensor = "pil", image_inputs.uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
-        elif isinstance(image, np.ndarray):
-            kind, tensor = "numpy", _array_to_tensor(image, role, notes)
-        elif isinstance(image, torch.Tensor):
-            kind, like, tensor = "tensor", image, _check_tensor(image, role)
-        else:
-            raise PurifierError(f"{role}: unsupported type {type(image).__name__}; pass a path, a PIL image, "
-                                "a uint8 HxWx3 numpy array or a float tensor in [-1, 1]")
-        size = (tensor.shape[-2], tensor.shape[-1])
-        return _Prepared(self._to_working_size(tensor.to(self.device), role, notes), size, kind, like, notes)
+    def _prepare(self, image, role: str) -> PreparedImage:
+        try:
+            prepared = image_inputs.read_image(image, role, PurifierError, "purify")
+        except ImageError as exc:  # an unreadable file is reported with its role, as every other input problem
+            raise PurifierError(f"{role}: {exc}") from None
+        prepared.tensor = self._to_working_size(prepared.tensor.to(self.device), role, prepared.notes)
+        return prepared
 
     def _to_working_size(self, x: torch.Tensor, role: str, notes: list[str]) -> torch.Tensor:
-        h, w = x.shape[-2:]
         if self.resize == "none":
-            k = self.config.size_multiple
-            if h % k or w % k:
-                raise PurifierError(f"{role} is {w}x{h} (WxH); with resize='none' both sides must be multiples of {k}")
+            image_inputs.check_multiple(x, role, self.config.size_multiple, PurifierError, unit=" (WxH)")
             return x
+        h, w = x.shape[-2:]
         th, tw = self.config.image_size
         if (h, w) != (th, tw):
             back = "; the result is resized back" if role == "image" else ""
             notes.append(f"{role}: {w}x{h} resized to {tw}x{th} (WxH) for the model (aspect ratio not kept){back}")
-            x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
+            x = image_inputs.resize_image(x, (th, tw))
         return x
 
-    def _prepare_mask(self, mask, image: _Prepared, role: str) -> torch.Tensor | None:
+    def _prepare_mask(self, mask, image: PreparedImage, role: str) -> torch.Tensor | None:
         """A mask at its image's size -> (1, 1, h, w) float32 in [0, 1] at working size (None if unused)."""
         if not self.uses_regions:
             if mask is not None:
-                _mask_to_tensor(mask, role)  # still report an unreadable mask
+                image_inputs.mask_to_tensor(mask, role, PurifierError)  # still report an unreadable mask
                 note = f"{role}: this model is the global baseline (no regions); the mask is not used"
                 if note not in image.notes:
                     image.notes.append(note)
@@ -228,57 +197,15 @@ class Purifier:
         if mask is None:
             raise PurifierError(f"{role} is missing: this MGST model works on RGB-mask pairs and needs the "
                                 "attention mask (iris + pupil = white) of its image")
-        m = _mask_to_tensor(mask, role)
-        if tuple(m.shape[-2:]) != image.size:
-            raise PurifierError(f"{role} is {m.shape[-1]}x{m.shape[-2]} but its image is {image.size[1]}x{image.size[0]} "
-                                "(WxH); a mask must have its image's size")
-        work = tuple(image.tensor.shape[-2:])
-        m = m.to(self.device)
-        if tuple(m.shape[-2:]) != work:
-            m = F.interpolate(m, size=work, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
-        return m
+        return image_inputs.read_mask(mask, image, role, PurifierError, self.device, unit=" (WxH)").clamp_(0, 1)
 
     def _cast(self, x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else x.to(self.dtype)
 
-    def _result(self, y: torch.Tensor, m: torch.Tensor | None, src: _Prepared, notes) -> PurificationResult:
-        y = y.float()
-        if tuple(y.shape[-2:]) != src.size:
-            y = F.interpolate(y, size=src.size, mode="bilinear", align_corners=False, antialias=True)
-        if m is None:
-            m = torch.ones(1, 1, *y.shape[-2:], device=y.device)
-        elif tuple(m.shape[-2:]) != src.size:
-            m = F.interpolate(m.float(), size=src.size, mode="bilinear", align_corners=False)
-        return PurificationResult(_image_out(y.clamp(-1, 1), src), _mask_out(m.float().clamp(0, 1), src), list(notes))
-
-
-# -- conversions (the conventions of lmt_fast.translator) --------------------------------------------
-
-def _array_to_tensor(array, role: str, notes: list[str]) -> torch.Tensor:
-    return image_inputs.array_to_tensor(array, role, notes, PurifierError)
-
-
-def _check_tensor(t: torch.Tensor, role: str) -> torch.Tensor:
-    return image_inputs.check_tensor(t, role, PurifierError, "purify")
-
-
-def _mask_to_tensor(mask, role: str) -> torch.Tensor:
-    return image_inputs.mask_to_tensor(mask, role, PurifierError)
-
-
-def _image_out(x: torch.Tensor, src: _Prepared):
-    return image_inputs.image_out(x, src.kind, src.like)
-
-
-def _mask_out(m: torch.Tensor, src: _Prepared):
-    if src.kind == "tensor":
-        return m.to(src.like.device)[0] if src.like.dim() == 3 else m.to(src.like.device)
-    array = m[0, 0].cpu().numpy()
-    if src.kind == "numpy":
-        return array
-    from PIL import Image
-
-    return Image.fromarray(np.round(array * 255).astype(np.uint8), mode="L")
+    def _result(self, y: torch.Tensor, m: torch.Tensor | None, src: PreparedImage, notes) -> PurificationResult:
+        if m is None:  # the global baseline styles the whole image
+            m = torch.ones(1, 1, *src.size, device=y.device)
+        return PurificationResult(image_inputs.image_back(y, src), image_inputs.mask_back(m, src), list(notes))
 
 
 def _parse_device(device) -> torch.device:
@@ -291,10 +218,5 @@ def _parse_dtype(dtype) -> torch.dtype:
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
     """"eager" means the reference ops; anything else is an op backend name or "auto"."""
-    if backend == "eager":
-        return "reference"
-    try:
-        return ops.resolve_backend(backend, device)
-    except ValueError as exc:
-        raise PurifierError(f"backend {backend!r} is not usable here: {exc}; choose from "
-                            f"{['auto', 'eager'] + ops.available_backends()}") from None
+    return image_inputs.resolve_op_backend(backend, device, PurifierError,
+                                           ["auto", "eager"] + ops.available_backends())

@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lmt_fast import image_inputs, ops
-from lmt_fast.io import load_checkpoint, load_image, to_rgb
+from lmt_fast.image_inputs import PreparedImage
+from lmt_fast.io import load_checkpoint
 from lmt_fast.models import ExemplarCode, LOMITGenerator
 from lmt_fast.runtime import fused
 
@@ -81,15 +81,6 @@ class ExemplarStyle:
     code: ExemplarCode
     mask: Any                  # the exemplar's mask at the exemplar's size, in the exemplar's kind
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Prepared:
-    tensor: torch.Tensor       # (1, 3, h, w) float32 in [-1, 1] at working size, on the model's device
-    size: tuple[int, int]      # original (H, W)
-    kind: str                  # "pil" | "numpy" | "tensor"
-    like: torch.Tensor | None  # for tensor inputs: the original, to restore shape/dtype/device
-    notes: list[str]
 
 
 class Translator:
@@ -240,7 +231,8 @@ class Translator:
                                   f"({ex.size[1]}x{ex.size[0]}) must have the same size; use encode_exemplar "
                                   "or resize='model'")
         out = self._paired(src.tensor, ex.tensor, m_in, m_ex)
-        return self._result(out.image, out.input_mask, src, self._mask_out(out.exemplar_mask, ex), src.notes + ex.notes)
+        return self._result(out.image, out.input_mask, src, image_inputs.mask_back(out.exemplar_mask, ex),
+                            src.notes + ex.notes)
 
     def _paired(self, x_in, x_ex, m_in, m_ex):
         """The paired forward, reusing the exemplar's input-independent part when it is cached."""
@@ -276,18 +268,13 @@ class Translator:
         ex = self._prepare(exemplar, "exemplar")
         m_ex = self._prepare_mask(exemplar_mask, ex, "exemplar_mask")
         code = self.generator.encode_exemplar(self._cast(ex.tensor), self._cast(m_ex))
-        return ExemplarStyle(code, self._mask_out(code.mask, ex), ex.notes)
+        return ExemplarStyle(code, image_inputs.mask_back(code.mask, ex), ex.notes)
 
     @torch.inference_mode()
     def translate_batch(self, inputs: Sequence, exemplar, input_masks: Sequence | None = None,
                         batch_size: int = 16, progress: bool = False) -> list[TranslationResult]:
         """Translate many inputs with one exemplar (image or ExemplarStyle), batch_size at a time."""
-        if isinstance(inputs, (str, os.PathLike, torch.Tensor, np.ndarray)) or not hasattr(inputs, "__len__"):
-            raise TranslatorError("translate_batch takes a list of inputs; use translate for one image")
-        if input_masks is not None and len(input_masks) != len(inputs):
-            raise TranslatorError(f"{len(input_masks)} input masks for {len(inputs)} inputs")
-        if batch_size < 1:
-            raise TranslatorError(f"batch_size must be >= 1, got {batch_size}")
+        image_inputs.check_batch(inputs, input_masks, batch_size, TranslatorError, "translate", "input", "input masks")
         style = exemplar if isinstance(exemplar, ExemplarStyle) else self.encode_exemplar(exemplar)
         masks = list(input_masks) if input_masks is not None else [None] * len(inputs)
         results: list[TranslationResult] = []
@@ -303,7 +290,7 @@ class Translator:
             results.extend(self._translate_group(chunk, chunk_masks, style))
         return results
 
-    def _translate_group(self, prepared: list[_Prepared], masks: list, style: ExemplarStyle):
+    def _translate_group(self, prepared: list[PreparedImage], masks: list, style: ExemplarStyle):
         # Images of one working size run as one batch; mixed sizes (resize="none") run one by one.
         shapes = {p.tensor.shape for p in prepared}
         if len(shapes) > 1 or any(m is None for m in masks) != all(m is None for m in masks):
@@ -315,93 +302,38 @@ class Translator:
                 for i, p in enumerate(prepared)]
 
     # -- pre- and post-processing -----------------------------------------------------------------
-    def _prepare(self, image, role: str) -> _Prepared:
-        notes: list[str] = []
-        like = None
-        if isinstance(image, (str, os.PathLike)):
-            pil, notes = load_image(image)
-            kind, tensor = "pil", image_inputs.uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
-        elif image_inputs.is_pil(image):
-            pil, notes = to_rgb(image, role)
-            kind, tensor = "pil", image_inputs.uint8_to_tensor(np.asarray(pil, dtype=np.uint8))
-        elif isinstance(image, np.ndarray):
-            kind, tensor = "numpy", _array_to_tensor(image, role, notes)
-        elif isinstance(image, torch.Tensor):
-            kind, like, tensor = "tensor", image, _check_tensor(image, role)
-        else:
-            raise TranslatorError(f"{role}: unsupported type {type(image).__name__}; pass a path, a PIL image, "
-                                  "a uint8 HWC numpy array or a float tensor in [-1, 1]")
-        size = (tensor.shape[-2], tensor.shape[-1])
-        tensor = self._to_working_size(tensor.to(self.device), role, notes)
-        return _Prepared(tensor, size, kind, like, notes)
+    def _prepare(self, image, role: str) -> PreparedImage:
+        prepared = image_inputs.read_image(image, role, TranslatorError, "translate")
+        prepared.tensor = self._to_working_size(prepared.tensor.to(self.device), role, prepared.notes)
+        return prepared
 
     def _to_working_size(self, x: torch.Tensor, role: str, notes: list[str]) -> torch.Tensor:
-        h, w = x.shape[-2:]
         if self.resize == "none":
-            k = self.config.size_multiple
-            if h % k or w % k:
-                raise TranslatorError(f"{role} is {w}x{h}; with resize='none' both sides must be multiples of {k}")
+            image_inputs.check_multiple(x, role, self.config.size_multiple, TranslatorError)
             return x
+        h, w = x.shape[-2:]
         s = self.config.image_size
         if (h, w) != (s, s):
             back = f"; its outputs are resized back to {w}x{h}" if role.startswith("input") else ""
             notes.append(f"{role}: {w}x{h} resized to {s}x{s} for the model (aspect ratio not kept){back}")
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True).clamp_(-1, 1)
+            x = image_inputs.resize_image(x, (s, s))
         return x
 
-    def _prepare_mask(self, mask, image: _Prepared, role: str) -> torch.Tensor | None:
+    def _prepare_mask(self, mask, image: PreparedImage, role: str) -> torch.Tensor | None:
         """A user mask at its image's size -> (1, 1, h, w) at content resolution, float32 in [0, 1]."""
         if mask is None:
             return None
-        m = _mask_to_tensor(mask, role)
-        if tuple(m.shape[-2:]) != image.size:
-            raise TranslatorError(f"{role} is {m.shape[-1]}x{m.shape[-2]} but its image is "
-                                  f"{image.size[1]}x{image.size[0]}; a mask must have its image's size")
-        work = image.tensor.shape[-2:]
+        m = image_inputs.read_mask(mask, image, role, TranslatorError, self.device)
         scale = self.config.mask_scale
-        content = (work[0] // scale, work[1] // scale)
-        m = m.to(self.device)
-        if tuple(m.shape[-2:]) != tuple(work):
-            m = F.interpolate(m, size=tuple(work), mode="bilinear", align_corners=False, antialias=True)
+        content = (m.shape[-2] // scale, m.shape[-1] // scale)
         return F.interpolate(m, size=content, mode="area").clamp_(0, 1)
 
     def _cast(self, x: torch.Tensor | None) -> torch.Tensor | None:
         return None if x is None else x.to(self.dtype)
 
-    def _result(self, image, input_mask, src: _Prepared, exemplar_mask, notes) -> TranslationResult:
-        out = F.interpolate(image.float(), size=src.size, mode="bilinear", align_corners=False, antialias=True) \
-            if tuple(image.shape[-2:]) != src.size else image.float()
-        return TranslationResult(_image_out(out.clamp(-1, 1), src), self._mask_out(input_mask, src),
+    def _result(self, image, input_mask, src: PreparedImage, exemplar_mask, notes) -> TranslationResult:
+        return TranslationResult(image_inputs.image_back(image, src), image_inputs.mask_back(input_mask, src),
                                  exemplar_mask, list(notes))
-
-    def _mask_out(self, m: torch.Tensor, image: _Prepared):
-        m = F.interpolate(m.float(), size=image.size, mode="bilinear", align_corners=False).clamp(0, 1)
-        if image.kind == "tensor":
-            return m[0] if image.like.dim() == 3 else m
-        array = m[0, 0].cpu().numpy()
-        if image.kind == "numpy":
-            return array
-        from PIL import Image
-
-        return Image.fromarray(np.round(array * 255).astype(np.uint8), mode="L")
-
-
-# -- conversions ----------------------------------------------------------------------------------
-
-def _array_to_tensor(array, role: str, notes: list[str]) -> torch.Tensor:
-    return image_inputs.array_to_tensor(array, role, notes, TranslatorError)
-
-
-def _check_tensor(t: torch.Tensor, role: str) -> torch.Tensor:
-    return image_inputs.check_tensor(t, role, TranslatorError, "translate")
-
-
-def _mask_to_tensor(mask, role: str) -> torch.Tensor:
-    return image_inputs.mask_to_tensor(mask, role, TranslatorError)
-
-
-def _image_out(x: torch.Tensor, src: _Prepared):
-    return image_inputs.image_out(x, src.kind, src.like)
 
 
 class _ExemplarCache:
@@ -509,11 +441,7 @@ def _resolve_translator_backend(backend: str, device: torch.device, dtype: torch
         return "eager", f"'auto' runs eager on the reference ops: {reason}"
     if backend == "eager":
         return "eager", None
-    try:
-        return ops.resolve_backend(backend, device, dtype=dtype), None
-    except ValueError as exc:
-        raise TranslatorError(f"backend {backend!r} is not usable here: {exc}; choose from "
-                              f"{list(MODEL_BACKENDS + RUNTIME_BACKENDS) + ops.available_backends()}") from None
+    return image_inputs.resolve_op_backend(backend, device, TranslatorError, _backend_choices(), dtype), None
 
 
 def _check_fused_generator(generator, device: torch.device, dtype: torch.dtype):
@@ -525,10 +453,8 @@ def _check_fused_generator(generator, device: torch.device, dtype: torch.dtype):
 
 def _resolve_model_backend(backend: str, device: torch.device) -> str:
     """Map a Translator backend name onto the op backend the model's layers use."""
-    if backend == "eager":
-        return "reference"
-    try:
-        return ops.resolve_backend(backend, device)
-    except ValueError as exc:
-        raise TranslatorError(f"backend {backend!r} is not usable here: {exc}; choose from "
-                              f"{list(MODEL_BACKENDS + RUNTIME_BACKENDS) + ops.available_backends()}") from None
+    return image_inputs.resolve_op_backend(backend, device, TranslatorError, _backend_choices())
+
+
+def _backend_choices() -> list[str]:
+    return list(MODEL_BACKENDS + RUNTIME_BACKENDS) + ops.available_backends()

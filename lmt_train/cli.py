@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lmt_train.train_cli import add_run_arguments, report_end, resumed_base
+
 PROG = "lmt-train"
 
 
@@ -30,12 +32,8 @@ class _Parser(argparse.ArgumentParser):
 def _train_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a LOMIT generator and discriminator",
                        description="Train LOMIT (the official objective and schedule by default).")
-    p.add_argument("--config", metavar="FILE", help="TOML or JSON training config (see configs/)")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override a config value, e.g. --set lr=2e-4 --set model.base_dim=16 (repeatable)")
-    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                   help="continue from the run directory's latest checkpoint (or from CHECKPOINT)")
-    p.add_argument("--run-dir", metavar="DIR", help="where checkpoints, logs and samples go")
+    add_run_arguments(p, "TOML or JSON training config (see configs/)",
+                      "override a config value, e.g. --set lr=2e-4 --set model.base_dim=16 (repeatable)")
     p.add_argument("--dataset", choices=("synthetic", "celeba", "folder"), help="shortcut for data.kind")
     p.add_argument("--data-path", metavar="PATH", help="shortcut for data.path")
     p.add_argument("--iterations", type=int, metavar="N", help="shortcut for iterations")
@@ -108,7 +106,7 @@ def _train(args) -> int:
     from lmt_train.trainer import Trainer, TrainingError
 
     try:
-        config = load_config(args.config, _overrides(args), base=_resumed_base(args))
+        config = load_config(args.config, _overrides(args), base=resumed_base(args, "runs/lomit"))
         if args.print_config:
             print(json.dumps(config.to_dict(), indent=2))
             return 0
@@ -120,14 +118,8 @@ def _train(args) -> int:
         if "CUDA" in str(exc) and "not available" in str(exc):
             raise UserError(str(exc)) from None
         raise
-    if trainer.ctx.is_main:
-        speed = f", {result.seconds_per_iteration:.3f} s/iteration" if result.seconds_per_iteration else ""
-        state = "interrupted at" if result.interrupted else "finished"
-        print(f"{PROG}: {state} step {result.step}{speed}; checkpoint {result.checkpoint}; "
-              f"load the generator with Translator.load({str(result.run_dir)!r})", file=sys.stderr)
-        if result.interrupted:
-            print(f"{PROG}: continue with: lmt-train train --run-dir {result.run_dir} --resume", file=sys.stderr)
-    return 130 if result.interrupted else 0
+    return report_end(PROG, result, "", "load the generator with Translator.load", "lmt-train train",
+                      quiet=not trainer.ctx.is_main)
 
 
 def _eval(args) -> int:
@@ -182,26 +174,6 @@ def _quoted(value) -> str:
     if isinstance(value, int):
         return str(value)
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _resumed_base(args) -> dict | None:
-    """With --resume and no --config: the run's own train_config.json."""
-    import json
-
-    from lmt_train.trainer import TRAIN_CONFIG_FILE
-
-    if not args.resume or args.config:
-        return None
-    run_dir = args.run_dir
-    if run_dir is None:
-        for item in args.overrides:
-            key, _, value = item.partition("=")
-            if key.strip() == "run_dir":
-                run_dir = value.strip().strip('"')
-    saved = Path(run_dir or "runs/lomit") / TRAIN_CONFIG_FILE
-    if not saved.is_file():
-        return None
-    return json.loads(saved.read_text())
 
 
 if __name__ == "__main__":

@@ -9,21 +9,26 @@ A config file mirrors the dataclasses: top-level keys, and the tables [data], [l
 
     load_config("configs/tiny_synthetic.toml", ["lr=2e-4", "model.base_dim=16", "data.kind=celeba"])
 
-An override's value is read as a TOML value when it parses as one (numbers, booleans, lists, quoted
-strings) and as a plain string otherwise; lists may also be written comma-separated (a,b,c).
+Reading, overriding and typing the values is lmt_train.config_utils, shared with the MGST config.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from lmt_fast.models import DEFAULT_ATTRIBUTES, LOMITConfig
+from lmt_train.config_utils import (
+    FIELDS_OF, ConfigError, at_least, build_dataclass, check_backend, check_betas, check_loss_weights, choice,
+    load_values, parse_override, plain, read_config_file, save_config,
+)
+
+__all__ = [
+    "AMP_MODES", "DATASET_KINDS", "DATA_OWNED_MODEL_FIELDS", "INIT_SCHEMES", "MODEL_PRESETS", "SPLITS",
+    "ConfigError", "DataConfig", "LossWeights", "TrainConfig",
+    "load_config", "parse_override", "read_config_file", "save_config",
+]
 
 DATASET_KINDS = ("synthetic", "celeba", "folder")
 AMP_MODES = ("off", "bf16", "fp16")
@@ -32,10 +37,6 @@ INIT_SCHEMES = ("official", "pytorch")
 SPLITS = ("train", "test", "all")
 # Model fields that describe the data; they are set in [data] so that data and model cannot disagree.
 DATA_OWNED_MODEL_FIELDS = {"image_size": "data.image_size", "attributes": "data.attributes"}
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key and the problem."""
 
 
 @dataclass
@@ -98,7 +99,8 @@ class TrainConfig:
     tensorboard: bool = True
     model_preset: str = "paper"        # paper | tiny (LOMITConfig.paper() / .tiny())
     init: str = "official"             # official (G Kaiming-normal, D N(0, 0.02), zero biases) | pytorch
-    model: dict[str, Any] = field(default_factory=dict)  # LOMITConfig fields overriding the preset
+    model: dict[str, Any] = field(default_factory=dict,  # LOMITConfig fields overriding the preset
+                                  metadata={FIELDS_OF: LOMITConfig})
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossWeights = field(default_factory=LossWeights)
 
@@ -123,40 +125,35 @@ class TrainConfig:
         return config
 
     def validate(self) -> "TrainConfig":
-        _choice("data.kind", self.data.kind, DATASET_KINDS)
-        _choice("data.split", self.data.split, SPLITS)
-        _choice("amp", self.amp, AMP_MODES)
-        _choice("model_preset", self.model_preset, MODEL_PRESETS)
-        _choice("init", self.init, INIT_SCHEMES)
-        from lmt_fast import ops
-
-        _choice("backend", self.backend, ["auto", *ops.available_backends()])
+        choice("data.kind", self.data.kind, DATASET_KINDS)
+        choice("data.split", self.data.split, SPLITS)
+        choice("amp", self.amp, AMP_MODES)
+        choice("model_preset", self.model_preset, MODEL_PRESETS)
+        choice("init", self.init, INIT_SCHEMES)
+        check_backend(self.backend)
         for key in ("iterations", "batch_size", "n_critic", "lr_decay_every", "log_every", "sample_every",
                     "checkpoint_every", "num_samples"):
-            _at_least(key, getattr(self, key), 1)
+            at_least(key, getattr(self, key), 1)
         for key in ("seed", "lr_decay_start", "keep_last"):
-            _at_least(key, getattr(self, key), 0)
+            at_least(key, getattr(self, key), 0)
         if self.threads is not None:
-            _at_least("threads", self.threads, 1)
+            at_least("threads", self.threads, 1)
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas must lie in [0, 1), got {self.betas}")
+        check_betas(self.betas)
         if not 0 < self.lr_decay_gamma <= 1:
             raise ConfigError(f"lr_decay_gamma must lie in (0, 1], got {self.lr_decay_gamma}")
-        _at_least("data.synthetic_length", self.data.synthetic_length, 1)
-        _at_least("data.num_workers", self.data.num_workers, 0)
-        _at_least("data.test_rows", self.data.test_rows, 0)
+        at_least("data.synthetic_length", self.data.synthetic_length, 1)
+        at_least("data.num_workers", self.data.num_workers, 0)
+        at_least("data.test_rows", self.data.test_rows, 0)
         if self.data.crop is not None:
-            _at_least("data.crop", self.data.crop, 1)
+            at_least("data.crop", self.data.crop, 1)
         if not self.data.attributes:
             raise ConfigError("data.attributes must name at least one attribute")
         if self.data.kind in ("celeba", "folder") and not self.data.path:
             raise ConfigError(f"data.path is required for data.kind = {self.data.kind!r} "
                               "(--data-path DIR or --set data.path=DIR)")
-        for name, value in vars(self.loss).items():
-            if value < 0:
-                raise ConfigError(f"loss.{name} must be >= 0, got {value}")
+        check_loss_weights(self.loss)
         for name, where in DATA_OWNED_MODEL_FIELDS.items():
             if name in self.model:
                 raise ConfigError(f"model.{name} is set through {where}")
@@ -168,187 +165,14 @@ class TrainConfig:
 
     # -- serialisation ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        return _build(cls, values, "").validate()
+        return build_dataclass(cls, values).validate()
 
-
-# -- loading ---------------------------------------------------------------------------------------
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
                 base: dict[str, Any] | None = None) -> TrainConfig:
     """TrainConfig from `base` (a dict), then a TOML/JSON file, then `key=value` overrides."""
-    values: dict[str, Any] = dict(base or {})
-    if path is not None:
-        values = _merge(values, read_config_file(path))
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(values, key, value)
-    return TrainConfig.from_dict(values)
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            values = json.loads(text)
-        elif path.suffix.lower() == ".toml":
-            values = tomllib.loads(text)
-        else:
-            raise ConfigError(f"config file {path} must end in .toml or .json")
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid {path.suffix[1:].upper()}: {exc}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} must hold a table / object at the top level")
-    return values
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """'a.b=value' -> ('a.b', parsed value)."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"override {item!r} must look like key=value (e.g. lr=2e-4 or model.base_dim=16)")
-    try:
-        return key, tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key, text.strip()  # a bare word: a string such as tiny, off, /data/celeba
-
-
-def save_config(config: TrainConfig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    return path
-
-
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _set_dotted(values: dict, key: str, value: Any) -> None:
-    *parents, last = key.split(".")
-    target = values
-    for part in parents:
-        child = target.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {key}: {part} is not a table")
-        target = child
-    target[last] = value
-
-
-# -- typed construction ----------------------------------------------------------------------------
-
-def _build(cls, values: Any, prefix: str):
-    """Instantiate dataclass `cls` from a dict, converting each value to its field's type."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)} "
-                          f"(known: {', '.join(sorted(prefix + f for f in fields))})")
-    kwargs = {name: _convert(hints[name], value, prefix + name) for name, value in values.items()}
-    return cls(**kwargs)
-
-
-def _convert(hint, value: Any, key: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key + ".")
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, key)
-    if hint is bool:
-        return _to_bool(value, key)
-    if hint is int:
-        return _to_int(value, key)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    if origin is tuple:
-        items = _to_list(value, key)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, key) for v in items)
-        if len(items) != len(args):
-            raise ConfigError(f"{key} must have {len(args)} values, got {value!r}")
-        return tuple(_convert(a, v, key) for a, v in zip(args, items))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a table, got {value!r}")
-        return dict(value) if key != "model" else _model_overrides(value)
-    return value
-
-
-def _model_overrides(values: dict) -> dict:
-    """[model] values converted to LOMITConfig's field types (unknown keys are reported by validate)."""
-    hints = typing.get_type_hints(LOMITConfig)
-    return {name: _convert(hints[name], value, f"model.{name}") if name in hints else value
-            for name, value in values.items()}
-
-
-def _to_bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
-        return value.lower() in ("true", "yes", "on", "1")
-    raise ConfigError(f"{key} must be true or false, got {value!r}")
-
-
-def _to_int(value: Any, key: str) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():  # 2e5 written as a float
-        return int(value)
-    raise ConfigError(f"{key} must be an integer, got {value!r}")
-
-
-def _to_list(value: Any, key: str) -> list:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    raise ConfigError(f"{key} must be a list, got {value!r}")
-
-
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively, so the dict is JSON / TOML friendly."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _at_least(key: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{key} must be >= {low}, got {value}")
+    return TrainConfig.from_dict(load_values(path, overrides, base))

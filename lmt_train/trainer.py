@@ -16,19 +16,15 @@ A run directory holds:
     summary.json                       written at the end: steps, timing, last losses, replica checksums
 
 Resuming (`resume=True`) restores all of that, so the following iterations compute exactly what an
-uninterrupted run computes.
+uninterrupted run computes. The run directory's plumbing, shared with the MGST trainer, is lmt_train.runs
+(its names stay importable from here).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import random
-import re
-import shutil
-import signal
 import sys
-import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -36,30 +32,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lmt_fast.io import CheckpointError, load_checkpoint, save_checkpoint
+from lmt_fast.io import load_checkpoint, save_checkpoint
 from lmt_fast.models import LOMITDiscriminator, LOMITGenerator, count_parameters
 from lmt_train import distributed
 from lmt_train.config import ConfigError, DataConfig, TrainConfig, save_config
 from lmt_train.data.folder import DatasetError, select_attributes
 from lmt_train.losses import DiscriminatorObjective, GeneratorObjective, LossResult, translate_pair
+from lmt_train.runs import (
+    CHECKPOINT_DIR, LATEST_FILE, METADATA_KEY, STATE_FILE, STATE_FORMAT, STATE_VERSION, SUMMARY_FILE,
+    TRAIN_CONFIG_FILE, StopSignals, TrainingError, capture_rng_state, check_finite_losses, checkpoint_dir,
+    find_resume_checkpoint, flatten_state, latest_checkpoint, load_trainer_state, prune_checkpoints,
+    restore_rng_state, restore_weights, run_iterations, save_png, save_trainer_state, seed_everything, tile_grid,
+    unflatten_state, write_latest,
+)
 
-STATE_FILE = "trainer_state.safetensors"
-STATE_FORMAT = "lmt_train.trainer_state"
-STATE_VERSION = 1
-METADATA_KEY = "lmt_train"
-LATEST_FILE = "latest"
-TRAIN_CONFIG_FILE = "train_config.json"
-SUMMARY_FILE = "summary.json"
-CHECKPOINT_DIR = "checkpoints"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue (nothing to resume, a mismatched checkpoint, NaN losses)."""
+__all__ = [
+    "BatchStream", "PortraitImages", "Trainer", "TrainResult", "build_dataset", "official_init", "sample_grid",
+    "state_checksum", "train",
+    # lmt_train.runs, importable from here as before it existed
+    "CHECKPOINT_DIR", "LATEST_FILE", "METADATA_KEY", "STATE_FILE", "STATE_FORMAT", "STATE_VERSION",
+    "SUMMARY_FILE", "TRAIN_CONFIG_FILE", "StopSignals", "TrainingError", "capture_rng_state", "checkpoint_dir",
+    "find_resume_checkpoint", "flatten_state", "latest_checkpoint", "load_trainer_state", "prune_checkpoints",
+    "restore_rng_state", "save_png", "save_trainer_state", "seed_everything", "unflatten_state", "write_latest",
+]
 
 
 @dataclass
@@ -176,97 +174,7 @@ class BatchStream:
         self._iterator = iter(self.loader)
 
 
-# -- trainer state: nested dicts of tensors <-> safetensors + JSON -----------------------------------
-
-def flatten_state(obj: Any, tensors: dict[str, torch.Tensor], key: str) -> Any:
-    """A JSON skeleton of `obj`; its tensors / arrays go into `tensors` under path-like keys.
-
-    Every skeleton node is a one-key dict naming its kind, so dict keys (ints in optimiser states),
-    tuples (betas) and numpy arrays (RNG states) come back as they were.
-    """
-    if isinstance(obj, torch.Tensor):
-        tensors[key] = obj.detach().to("cpu").contiguous().clone()
-        return {"tensor": key}
-    if isinstance(obj, np.ndarray):
-        # safetensors has no unsigned 32-bit type: integers travel as int64, the dtype in the skeleton.
-        stored = obj.astype(np.int64) if obj.dtype.kind in "ui" else obj
-        tensors[key] = torch.from_numpy(np.ascontiguousarray(stored)).clone()
-        return {"ndarray": key, "dtype": str(obj.dtype)}
-    if isinstance(obj, dict):
-        return {"dict": [[k, flatten_state(v, tensors, f"{key}/{k}")] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        items = [flatten_state(v, tensors, f"{key}/{i}") for i, v in enumerate(obj)]
-        return {"tuple" if isinstance(obj, tuple) else "list": items}
-    if isinstance(obj, np.generic):
-        return {"value": obj.item()}
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return {"value": obj}
-    raise TypeError(f"cannot store {type(obj).__name__} at {key} in a trainer state")
-
-
-def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    (kind, value), *rest = skeleton.items()
-    if kind == "tensor":
-        return tensors[value]
-    if kind == "ndarray":
-        return tensors[value].numpy().astype(skeleton["dtype"])
-    if kind == "dict":
-        return {k: unflatten_state(v, tensors) for k, v in value}
-    if kind == "list":
-        return [unflatten_state(v, tensors) for v in value]
-    if kind == "tuple":
-        return tuple(unflatten_state(v, tensors) for v in value)
-    return value
-
-
-def save_trainer_state(path: Path, state: dict[str, Any]) -> Path:
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {}
-    skeleton = flatten_state(state, tensors, "state")
-    header = {"format": STATE_FORMAT, "format_version": STATE_VERSION, "state": skeleton}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def load_trainer_state(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise TrainingError(f"cannot resume: {path} is missing (not a trainer checkpoint)")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            header = json.loads((f.metadata() or {})[METADATA_KEY])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors / JSON errors of a damaged file
-        raise TrainingError(f"cannot resume: {path} is not a readable trainer state ({exc})") from None
-    if header.get("format") != STATE_FORMAT or not isinstance(header.get("format_version"), int):
-        raise TrainingError(f"cannot resume: {path} is not an lmt_train trainer state")
-    if header["format_version"] > STATE_VERSION:
-        raise TrainingError(f"cannot resume: {path} has trainer-state version {header['format_version']}, "
-                            f"newer than this lmt_train supports ({STATE_VERSION})")
-    return unflatten_state(header["state"], tensors)
-
-
-def capture_rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
+# -- weights ---------------------------------------------------------------------------------------
 
 def official_init(generator: torch.nn.Module, discriminator: torch.nn.Module) -> None:
     """The official code's initialisation (reference/lomit.md §3): every conv / linear weight of G
@@ -285,60 +193,6 @@ def official_init(generator: torch.nn.Module, discriminator: torch.nn.Module) ->
                     torch.nn.init.normal_(layer.weight, 0.0, 0.02)
                 if layer.bias is not None:
                     torch.nn.init.zeros_(layer.bias)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# -- run directory ---------------------------------------------------------------------------------
-
-def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / CHECKPOINT_DIR / f"step_{step:07d}"
-
-
-def write_latest(run_dir: Path, checkpoint: Path) -> None:
-    target = run_dir / LATEST_FILE
-    tmp = target.with_name(LATEST_FILE + ".tmp")
-    tmp.write_text(checkpoint.relative_to(run_dir).as_posix() + "\n")
-    os.replace(tmp, target)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / LATEST_FILE
-    if not pointer.is_file():
-        return None
-    return run_dir / pointer.read_text().strip()
-
-
-def find_resume_checkpoint(resume: bool | str | os.PathLike, run_dir: Path) -> Path:
-    """The checkpoint directory to resume from: the run directory's latest, or a given run/checkpoint."""
-    path = run_dir if resume is True or resume == "latest" else Path(resume)
-    if not path.exists():
-        raise TrainingError(f"cannot resume: {path} does not exist")
-    if (path / LATEST_FILE).is_file():
-        path = latest_checkpoint(path)
-    elif not (path / STATE_FILE).is_file():
-        raise TrainingError(f"cannot resume: no checkpoint in {path} (no '{LATEST_FILE}' file and no {STATE_FILE})")
-    if not (path / STATE_FILE).is_file():
-        raise TrainingError(f"cannot resume: {path} holds no {STATE_FILE}")
-    return path
-
-
-def prune_checkpoints(run_dir: Path, keep_last: int, protect: Path) -> None:
-    """Delete all but the newest `keep_last` step directories (never `protect`)."""
-    if keep_last <= 0:
-        return
-    found = []
-    for child in (run_dir / CHECKPOINT_DIR).iterdir():
-        match = _STEP_DIR.match(child.name)
-        if match and child.is_dir():
-            found.append((int(match.group(1)), child))
-    for _, old in sorted(found)[:-keep_last]:
-        if old.resolve() != protect.resolve():
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def state_checksum(*modules: torch.nn.Module) -> str:
@@ -364,50 +218,7 @@ def sample_grid(images: dict[str, torch.Tensor], gap: int = 2) -> torch.Tensor:
         else:
             t = (t + 1) / 2
         columns.append(t.clamp(0, 1))
-    n, _, h, w = columns[0].shape
-    grid = torch.ones(3, n * (h + gap) - gap, len(columns) * (w + gap) - gap)
-    for row in range(n):
-        for col, tiles in enumerate(columns):
-            top, left = row * (h + gap), col * (w + gap)
-            grid[:, top:top + h, left:left + w] = tiles[row]
-    return grid
-
-
-def save_png(grid: torch.Tensor, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
-# -- stopping on signals ---------------------------------------------------------------------------
-
-class StopSignals:
-    """SIGINT / SIGTERM ask the loop to save and stop after the current iteration; a second one stops at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.requested: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested is not None:
-            self.__exit__()
-            raise KeyboardInterrupt
-        self.requested = signum
+    return tile_grid(columns, gap)
 
 
 # -- the trainer -----------------------------------------------------------------------------------
@@ -543,35 +354,23 @@ class Trainer:
             self._announce()
         writer = self._open_writer() if main and cfg.tensorboard else None
         bar = self._progress_bar()
-        interrupted, start_step, started = False, self.step, time.perf_counter()
-        self._log_clock = (started, self.step)
+        self._log_clock = (time.perf_counter(), self.step)
         try:
-            with StopSignals() as signals:
-                while self.step < cfg.iterations:
-                    self.train_iteration()
-                    bar.update(1)
-                    if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
-                        self._log(writer, bar)
-                    if main and (self.step % cfg.sample_every == 0 or self.step == cfg.iterations):
-                        self._write_samples(writer)
-                    stop = distributed.any_rank(signals.requested is not None, self.ctx)
-                    if stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.iterations:
-                        self.save()
-                    if stop:
-                        interrupted = True
-                        break
-            done = self.step - start_step
-            if done:
-                self.seconds_per_iteration = (time.perf_counter() - started) / done
+            end = run_iterations(self, cfg.iterations, bar, log_every=cfg.log_every, sample_every=cfg.sample_every,
+                                 checkpoint_every=cfg.checkpoint_every, log=lambda: self._log(writer, bar),
+                                 write_samples=(lambda: self._write_samples(writer)) if main else None,
+                                 agree=lambda stop: distributed.any_rank(stop, self.ctx))
+            if end.seconds_per_iteration is not None:
+                self.seconds_per_iteration = end.seconds_per_iteration
             if main:
-                self._write_summary(interrupted)
+                self._write_summary(end.interrupted)
         finally:
             bar.close()
             if writer is not None:
                 writer.close()
             distributed.teardown(self.ctx)
         return TrainResult(self.step, self.run_dir, self.checkpoint or latest_checkpoint(self.run_dir),
-                           interrupted, dict(self._last_losses), self.seconds_per_iteration)
+                           end.interrupted, dict(self._last_losses), self.seconds_per_iteration)
 
     def _announce(self) -> None:
         if not self.config.progress:
@@ -601,11 +400,7 @@ class Trainer:
     def _log(self, writer, bar) -> None:
         """Window means of every term (averaged over ranks), LRs and speed; NaN stops the run."""
         losses = distributed.mean_over_ranks(self._window.means(), self.ctx)
-        bad = sorted(name for name, value in losses.items() if not np.isfinite(value))
-        if bad:
-            where = latest_checkpoint(self.run_dir)
-            raise TrainingError(f"non-finite loss ({', '.join(bad)}) by step {self.step}; "
-                                f"last checkpoint: {where or 'none'}")
+        check_finite_losses(losses, self.step, self.run_dir)
         self._last_losses = losses
         if not self.ctx.is_main:
             return
@@ -681,17 +476,7 @@ class Trainer:
     def resume_from(self, path: Path) -> None:
         """Restore weights, optimisers, schedulers, scalers, data position and RNG from a checkpoint."""
         state = load_trainer_state(path / STATE_FILE)
-        try:
-            saved = load_checkpoint(path, device="cpu", discriminator=True)
-        except CheckpointError as exc:
-            raise TrainingError(f"cannot resume: {exc}") from None
-        ours, theirs = self.model_config.to_dict(), saved.config.to_dict()
-        differ = sorted(k for k in ours if k != "extra" and ours[k] != theirs.get(k))
-        if differ:
-            detail = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" for k in differ)
-            raise TrainingError(f"cannot resume from {path}: the model config differs ({detail})")
-        self.generator.load_state_dict(saved.generator.state_dict())
-        self.discriminator.load_state_dict(saved.discriminator.state_dict())
+        restore_weights(path, load_checkpoint, self.model_config, self.generator, self.discriminator)
         self.opt_g.load_state_dict(state["optimizer_g"])
         self.opt_d.load_state_dict(state["optimizer_d"])
         self.sched_g.load_state_dict(state["scheduler_g"])

@@ -127,6 +127,29 @@ class ResidualBlock(nn.Module):
         return self.conv2(self.conv1(x), residual=x)
 
 
+class DownsamplingEncoder(nn.Module):
+    """conv7x7 stem -> `n_downsample` stride-2 convs (doubling the channels) -> residual blocks, all with the
+    one `norm` and ReLU: the official content encoder, which MGST's encoder repeats."""
+
+    def __init__(self, in_channels: int, base_dim: int, n_downsample: int, n_blocks: int, norm: str):
+        super().__init__()
+        dim = base_dim
+        self.stem = ConvNormAct(in_channels, dim, 7, 1, 3, norm, "relu")
+        self.down = nn.ModuleList()
+        for _ in range(n_downsample):
+            self.down.append(ConvNormAct(dim, dim * 2, 4, 2, 1, norm, "relu"))
+            dim *= 2
+        self.blocks = nn.ModuleList(ResidualBlock(dim, norm) for _ in range(n_blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for layer in self.down:
+            x = layer(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
 class MLP(nn.Module):
     """Linear-LReLU stack (no norm) ending in a plain linear layer."""
 
@@ -143,6 +166,21 @@ class MLP(nn.Module):
         for layer in self.hidden:
             x = activate(layer(x), self.activation)
         return self.out(x)
+
+
+def critic_trunk(base_dim: int, n_layers: int) -> tuple[nn.ModuleList, int]:
+    """The discriminators' shared trunk: `n_layers` stride-2 4x4 convs with LReLU and no norm, doubling the
+    channels after the first. Returns the layers and the channels of their output."""
+    dim = base_dim
+    layers = [ConvNormAct(3, dim, 4, 2, 1, "none", "lrelu")]
+    for _ in range(n_layers - 1):
+        layers.append(ConvNormAct(dim, dim * 2, 4, 2, 1, "none", "lrelu"))
+        dim *= 2
+    return nn.ModuleList(layers), dim
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def set_backend(module: nn.Module, backend: str) -> None:

@@ -20,33 +20,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmt_fast import ops
+from lmt_fast.models import layers
 from lmt_fast.models.config import LOMITConfig
-from lmt_fast.models.layers import MLP, ConvNormAct, ResidualBlock, set_backend
+from lmt_fast.models.layers import MLP, ConvNormAct, DownsamplingEncoder, ResidualBlock, critic_trunk, set_backend
+
+count_parameters = layers.count_parameters  # importable from here as before
 
 REGIONS = ("foreground", "background")
 
 
-class ContentEncoder(nn.Module):
+class ContentEncoder(DownsamplingEncoder):
     """E_c: conv7x7 -> stride-2 convs -> residual blocks, instance-normalised."""
 
     def __init__(self, cfg: LOMITConfig):
-        super().__init__()
         norm = "in_running" if cfg.compat == "official" else "in"
-        dim = cfg.base_dim
-        self.stem = ConvNormAct(3, dim, 7, 1, 3, norm, "relu")
-        self.down = nn.ModuleList()
-        for _ in range(cfg.n_downsample):
-            self.down.append(ConvNormAct(dim, dim * 2, 4, 2, 1, norm, "relu"))
-            dim *= 2
-        self.blocks = nn.ModuleList(ResidualBlock(dim, norm) for _ in range(cfg.n_res_blocks // 2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer in self.down:
-            x = layer(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
+        super().__init__(3, cfg.base_dim, cfg.n_downsample, cfg.n_res_blocks // 2, norm)
 
 
 class StyleEncoder(nn.Module):
@@ -360,12 +348,7 @@ class LOMITDiscriminator(nn.Module):
 
     def __init__(self, cfg: LOMITConfig):
         super().__init__()
-        dim = cfg.d_base_dim
-        layers = [ConvNormAct(3, dim, 4, 2, 1, "none", "lrelu")]
-        for _ in range(cfg.d_layers - 1):
-            layers.append(ConvNormAct(dim, dim * 2, 4, 2, 1, "none", "lrelu"))
-            dim *= 2
-        self.trunk = nn.ModuleList(layers)
+        self.trunk, dim = critic_trunk(cfg.d_base_dim, cfg.d_layers)
         self.src = ConvNormAct(dim, 1, 3, 1, 1, "none", "none")
         self.cls = nn.Conv2d(dim, cfg.num_attributes, cfg.image_size // 2 ** cfg.d_layers)
 
@@ -374,7 +357,3 @@ class LOMITDiscriminator(nn.Module):
         for layer in self.trunk:
             x = layer(x)
         return self.src(x), self.cls(x).flatten(1)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

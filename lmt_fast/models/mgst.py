@@ -39,7 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmt_fast import ops
-from lmt_fast.models.layers import ConvNormAct, ResidualBlock, set_backend
+from lmt_fast.models import layers
+from lmt_fast.models.layers import ConvNormAct, DownsamplingEncoder, ResidualBlock, critic_trunk, set_backend
+
+count_parameters = layers.count_parameters  # importable from here as before
 
 REGIONS = ("attention", "background")
 MASK_MODES = ("regions", "global")
@@ -171,26 +174,11 @@ class MGSTStyle:
         return MGSTStyle(styles.gamma.float().mean(0, keepdim=True), styles.beta.float().mean(0, keepdim=True))
 
 
-class MGSTEncoder(nn.Module):
+class MGSTEncoder(DownsamplingEncoder):
     """concat[x, 2m - 1] -> c7s1 -> stride-2 convs -> residual blocks, all instance-normalised."""
 
     def __init__(self, cfg: MGSTConfig):
-        super().__init__()
-        dim = cfg.base_dim
-        self.stem = ConvNormAct(4, dim, 7, 1, 3, "in", "relu")
-        self.down = nn.ModuleList()
-        for _ in range(cfg.n_downsample):
-            self.down.append(ConvNormAct(dim, dim * 2, 4, 2, 1, "in", "relu"))
-            dim *= 2
-        self.blocks = nn.ModuleList(ResidualBlock(dim, "in") for _ in range(cfg.encoder_blocks))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for layer in self.down:
-            x = layer(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
+        super().__init__(4, cfg.base_dim, cfg.n_downsample, cfg.encoder_blocks, "in")
 
 
 class MGSTDecoder(nn.Module):
@@ -316,22 +304,13 @@ class MGSTDiscriminator(nn.Module):
 
     def __init__(self, cfg: MGSTConfig):
         super().__init__()
-        dim = cfg.d_base_dim
-        layers = [ConvNormAct(3, dim, 4, 2, 1, "none", "lrelu")]
-        for _ in range(cfg.d_layers - 1):
-            layers.append(ConvNormAct(dim, dim * 2, 4, 2, 1, "none", "lrelu"))
-            dim *= 2
-        self.trunk = nn.ModuleList(layers)
+        self.trunk, dim = critic_trunk(cfg.d_base_dim, cfg.d_layers)
         self.out = ConvNormAct(dim, 1, 3, 1, 1, "none", "none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.trunk:
             x = layer(x)
         return self.out(x)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # -- checkpoints (lmt_fast format, model kind "mgst") ------------------------------------------------

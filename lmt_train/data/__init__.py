@@ -3,8 +3,9 @@
 from importlib import import_module
 
 # Imported lazily: `python -m lmt_train.data.synthetic` then runs without the
-# module being imported twice, and importing the package stays cheap.
-_SYNTHETIC_EXPORTS = (
+# module being imported twice, and importing the package stays cheap. The
+# synthetic module's __all__ is this list, so the two cannot drift apart.
+SYNTHETIC_EXPORTS = (
     "ATTRIBUTES",
     "BACKGROUND_KINDS",
     "DEFAULT_ATTRIBUTES",
@@ -24,7 +25,7 @@ _SYNTHETIC_EXPORTS = (
     "sample_scene",
     "save_sample_images",
 )
-_LAZY_EXPORTS = {name: ".synthetic" for name in _SYNTHETIC_EXPORTS}
+_LAZY_EXPORTS = {name: ".synthetic" for name in SYNTHETIC_EXPORTS}
 _LAZY_EXPORTS.update({name: ".folder" for name in ("AttributeFolder", "DatasetError", "LabelledImages")})
 _LAZY_EXPORTS.update({name: ".celeba" for name in ("CelebA", "HAIR_COLOUR_ATTRIBUTES")})
 

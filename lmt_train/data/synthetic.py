@@ -38,26 +38,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = [
-    "ATTRIBUTES",
-    "BACKGROUND_KINDS",
-    "DEFAULT_ATTRIBUTES",
-    "HAIR_ATTRIBUTES",
-    "HAIR_COLOURS",
-    "SMILING",
-    "Rendered",
-    "SceneParams",
-    "SyntheticPairs",
-    "SyntheticPortraits",
-    "TranslationPair",
-    "hair_colours_for",
-    "image_to_tensor",
-    "label_vector",
-    "make_translation_pair",
-    "render",
-    "sample_scene",
-    "save_sample_images",
-]
+from lmt_train.data import SYNTHETIC_EXPORTS
+
+__all__ = list(SYNTHETIC_EXPORTS)  # listed by the package, which imports this module lazily
 
 # --------------------------------------------------------------------------
 # Attributes
@@ -886,7 +869,17 @@ def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
 
 
 class _IndexedDataset(Dataset):
-    def __init__(self, size: int, length: int, seed: int, attributes: Sequence[str], split: str):
+    #: hair colours the dataset must be able to draw from (a translation pair changes one into another)
+    min_hair_colours = 1
+
+    def __init__(
+        self,
+        size: int = 128,
+        length: int = 10000,
+        seed: int = 0,
+        attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
+        split: str = "train",
+    ):
         self.size = int(size)
         self.length = int(length)
         self.seed = int(seed)
@@ -894,6 +887,8 @@ class _IndexedDataset(Dataset):
         self.attributes = _check_attributes(attributes)
         self.hair_colours = hair_colours_for(self.attributes)
         _scene_rng(self.seed, split, 0, 0)  # validates the split early
+        if len(self.hair_colours) < self.min_hair_colours:
+            raise ValueError(f"{type(self).__name__} needs at least {self.min_hair_colours} hair-colour attributes")
 
     def __len__(self) -> int:
         return self.length
@@ -915,16 +910,6 @@ class SyntheticPortraits(_IndexedDataset):
     vector is one-hot over the chosen hair attributes.
     """
 
-    def __init__(
-        self,
-        size: int = 128,
-        length: int = 10000,
-        seed: int = 0,
-        attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
-        split: str = "train",
-    ):
-        super().__init__(size, length, seed, attributes, split)
-
     def scene(self, index: int) -> SceneParams:
         index = self._checked_index(index)
         return sample_scene(_scene_rng(self.seed, self.split, index, 0), self.hair_colours)
@@ -945,17 +930,7 @@ class SyntheticPortraits(_IndexedDataset):
 class SyntheticPairs(_IndexedDataset):
     """(input, exemplar, ground-truth target) triples; see :func:`make_translation_pair`."""
 
-    def __init__(
-        self,
-        size: int = 128,
-        length: int = 10000,
-        seed: int = 0,
-        attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
-        split: str = "train",
-    ):
-        super().__init__(size, length, seed, attributes, split)
-        if len(self.hair_colours) < 2:
-            raise ValueError("SyntheticPairs needs at least two hair-colour attributes")
+    min_hair_colours = 2
 
     def pair(self, index: int) -> TranslationPair:
         index = self._checked_index(index)

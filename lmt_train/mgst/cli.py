@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from lmt_train.train_cli import add_run_arguments, report_end, resumed_base
+
 PROG = "lmt-train mgst"
 
 
@@ -38,12 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="mgst_command", title="mgst commands", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train an MGST generator (or the global baseline)")
-    t.add_argument("--config", metavar="FILE", help="TOML or JSON config (see configs/mgst_*.toml)")
-    t.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override a config value, e.g. --set iterations=100 --set model.mask_mode=global")
-    t.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
-                   help="continue from the run directory's latest checkpoint (or from CHECKPOINT)")
-    t.add_argument("--run-dir", metavar="DIR", help="where checkpoints, samples and logs go")
+    add_run_arguments(t, "TOML or JSON config (see configs/mgst_*.toml)",
+                      "override a config value, e.g. --set iterations=100 --set model.mask_mode=global")
     t.add_argument("--iterations", type=int, metavar="N", help="shortcut for iterations")
     t.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
 
@@ -73,9 +71,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Run the parsed `mgst` command; user errors print one line and return 2."""
     from lmt_fast.io import CheckpointError
-    from lmt_train.config import ConfigError
+    from lmt_train.config_utils import ConfigError
     from lmt_train.data.folder import DatasetError
-    from lmt_train.trainer import TrainingError
+    from lmt_train.runs import TrainingError
 
     command = getattr(args, "mgst_command", None)
     if command is None:
@@ -90,35 +88,23 @@ def run(args) -> int:
 
 def _train(args) -> int:
     from lmt_train.mgst.config import load_mgst_config
-    from lmt_train.mgst.trainer import TRAIN_CONFIG_FILE, MGSTTrainer
+    from lmt_train.mgst.trainer import MGSTTrainer
 
     overrides = list(args.overrides)
     if args.run_dir:
         overrides.append(f"run_dir={json.dumps(args.run_dir)}")
     if args.iterations is not None:
         overrides.append(f"iterations={args.iterations}")
-    base = None
-    if args.resume and not args.config:
-        saved = Path(args.run_dir or "runs/mgst") / TRAIN_CONFIG_FILE
-        if saved.is_file():
-            base = json.loads(saved.read_text())
-    config = load_mgst_config(args.config, overrides, base=base)
+    config = load_mgst_config(args.config, overrides, base=resumed_base(args, "runs/mgst"))
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     result = MGSTTrainer(config, resume=args.resume).fit()
-    speed = f", {result.seconds_per_iteration:.3f} s/iteration" if result.seconds_per_iteration else ""
-    state = "interrupted at" if result.interrupted else "finished"
     val = ""
     if result.validation:
         val = (f"; validation pupil error raw {result.validation['real_raw_error_px']:.3f} px -> purified "
                f"{result.validation['real_purified_error_px']:.3f} px")
-    print(f"{PROG}: {state} step {result.step}{speed}{val}; checkpoint {result.checkpoint}; "
-          f"load it with Purifier.load({str(result.run_dir)!r})", file=sys.stderr)
-    if result.interrupted:
-        print(f"{PROG}: continue with: lmt-train mgst train --run-dir {result.run_dir} --resume", file=sys.stderr)
-        return 130
-    return 0
+    return report_end(PROG, result, val, "load it with Purifier.load", "lmt-train mgst train")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -132,7 +118,7 @@ def _size(text: str) -> tuple[int, int]:
 def _regressor(args) -> int:
     import dataclasses
 
-    from lmt_train.config import ConfigError, parse_override
+    from lmt_train.config_utils import ConfigError, parse_override
     from lmt_train.mgst.config import RegressorConfig, validate_regressor
     from lmt_train.mgst.regressor import train_network
 

@@ -1,7 +1,7 @@
 """MGST training configuration: dataclasses with defaults, loaded from TOML / JSON plus `key=value` overrides.
 
 A config file mirrors the dataclasses: top-level keys and the tables [model] (MGSTConfig fields), [data],
-[loss] and [regressor]. Overrides use dotted keys, as for LOMIT (lmt_train.config):
+[loss] and [regressor]. Overrides use dotted keys, as for LOMIT (lmt_train.config_utils):
 
     load_mgst_config("configs/mgst_small.toml", ["iterations=100", "model.mask_mode=global"])
 
@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lmt_fast.models.mgst import MGSTConfig
-from lmt_train.config import ConfigError, _build, _merge, _plain, _set_dotted, parse_override, read_config_file
+from lmt_train.config_utils import (
+    ConfigError, at_least, build_dataclass, check_backend, check_betas, check_loss_weights, choice, load_values, plain,
+)
 
 DATA_KINDS = ("synthetic", "folder")
 FEATURES = ("random",)
@@ -90,45 +92,40 @@ class MGSTTrainConfig:
     task_regressor: RegressorConfig = field(default_factory=RegressorConfig)
 
     def validate(self) -> "MGSTTrainConfig":
-        from lmt_fast import ops
-
-        _choice("data.kind", self.data.kind, DATA_KINDS)
-        _choice("loss.features", self.loss.features, FEATURES)
-        _choice("task_regressor.kind", self.task_regressor.kind, ("regressor",))
-        _choice("backend", self.backend, ["auto", *ops.available_backends()])
+        choice("data.kind", self.data.kind, DATA_KINDS)
+        choice("loss.features", self.loss.features, FEATURES)
+        choice("task_regressor.kind", self.task_regressor.kind, ("regressor",))
+        check_backend(self.backend)
         for key in ("iterations", "batch_size", "log_every", "sample_every", "checkpoint_every", "num_samples",
                     "calibration_images"):
-            _at_least(key, getattr(self, key), 1)
+            at_least(key, getattr(self, key), 1)
         for key in ("seed", "keep_last", "validation_images"):
-            _at_least(key, getattr(self, key), 0)
+            at_least(key, getattr(self, key), 0)
         for key in ("real_length", "synthetic_length"):
-            _at_least(f"data.{key}", getattr(self.data, key), 1)
+            at_least(f"data.{key}", getattr(self.data, key), 1)
         if self.threads is not None:
-            _at_least("threads", self.threads, 1)
+            at_least("threads", self.threads, 1)
         for key in ("lr", "lr_d"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas must lie in [0, 1), got {self.betas}")
+        check_betas(self.betas)
         if not 0 <= self.stored_style_prob <= 1:
             raise ConfigError(f"stored_style_prob must lie in [0, 1], got {self.stored_style_prob}")
         if not 0 <= self.style_momentum < 1:
             raise ConfigError(f"style_momentum must lie in [0, 1), got {self.style_momentum}")
-        for name, value in vars(self.loss).items():
-            if isinstance(value, float) and value < 0:
-                raise ConfigError(f"loss.{name} must be >= 0, got {value}")
+        check_loss_weights(self.loss)
         if self.data.kind == "folder" and not self.data.path:
             raise ConfigError("data.path is required for data.kind = 'folder' (--set data.path=DIR)")
         validate_regressor(self.task_regressor, "task_regressor.")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "MGSTTrainConfig":
         try:
-            return _build(cls, values, "").validate()
+            return build_dataclass(cls, values).validate()
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
                 raise
@@ -136,9 +133,9 @@ class MGSTTrainConfig:
 
 
 def validate_regressor(cfg: RegressorConfig, prefix: str = "") -> RegressorConfig:
-    _choice(prefix + "kind", cfg.kind, ("regressor", "segmenter"))
+    choice(prefix + "kind", cfg.kind, ("regressor", "segmenter"))
     for key in ("width", "iterations", "batch_size", "synthetic_length"):
-        _at_least(prefix + key, getattr(cfg, key), 1)
+        at_least(prefix + key, getattr(cfg, key), 1)
     if cfg.lr <= 0:
         raise ConfigError(f"{prefix}lr must be > 0, got {cfg.lr}")
     return cfg
@@ -147,20 +144,4 @@ def validate_regressor(cfg: RegressorConfig, prefix: str = "") -> RegressorConfi
 def load_mgst_config(path: str | Path | None = None, overrides: Sequence[str] = (),
                      base: dict[str, Any] | None = None) -> MGSTTrainConfig:
     """MGSTTrainConfig from `base` (a dict), then a TOML/JSON file, then `key=value` overrides."""
-    values: dict[str, Any] = dict(base or {})
-    if path is not None:
-        values = _merge(values, read_config_file(path))
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(values, key, value)
-    return MGSTTrainConfig.from_dict(values)
-
-
-def _choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _at_least(key: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{key} must be >= {low}, got {value}")
+    return MGSTTrainConfig.from_dict(load_values(path, overrides, base))

@@ -10,7 +10,7 @@ inference paths of lmt_fast.purifier are trained.
 Before training starts the task regressor is loaded (`regressor = PATH`) or trained on synthetic eyes into
 <run_dir>/regressor (lmt_train.mgst.regressor), then frozen.
 
-A run directory holds (as for LOMIT, lmt_train.trainer):
+A run directory holds (as for LOMIT; the shared plumbing is lmt_train.runs):
     train_config.json                  the MGSTTrainConfig of the run
     config.json, model.safetensors     the newest generator as an MGST checkpoint: Purifier.load(run_dir)
     checkpoints/step_0000250/          MGST checkpoint with G and D ... plus trainer_state.safetensors
@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,23 +39,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lmt_fast.io import CheckpointError
 from lmt_fast.models.mgst import (
     MGSTDiscriminator, MGSTGenerator, MGSTStyle, count_parameters, load_mgst_checkpoint, save_mgst_checkpoint,
 )
-from lmt_train.config import ConfigError
+from lmt_train.config_utils import ConfigError, save_config
 from lmt_train.data.folder import DatasetError
 from lmt_train.mgst.config import MGSTTrainConfig
 from lmt_train.mgst.features import RandomFeatures
 from lmt_train.mgst.losses import Batch, DiscriminatorObjective, GeneratorObjective
-from lmt_train.trainer import (
-    STATE_FILE, StopSignals, TrainingError, capture_rng_state, checkpoint_dir, find_resume_checkpoint,
-    latest_checkpoint, load_trainer_state, prune_checkpoints, restore_rng_state, save_png, save_trainer_state,
-    seed_everything, write_latest,
+from lmt_train.runs import (
+    STATE_FILE, SUMMARY_FILE, TRAIN_CONFIG_FILE, capture_rng_state, check_finite_losses, checkpoint_dir,
+    find_resume_checkpoint, latest_checkpoint, load_trainer_state, prune_checkpoints, restore_rng_state,
+    restore_weights, run_iterations, save_png, save_trainer_state, seed_everything, tile_grid, write_latest,
 )
 
-TRAIN_CONFIG_FILE = "train_config.json"
-SUMMARY_FILE = "summary.json"
 LOG_FILE = "log.jsonl"
 REGRESSOR_DIR = "regressor"
 SYNTHETIC_SEED_OFFSET = 1000   # the synthetic pool never shares geometry with the real images
@@ -266,7 +262,7 @@ class MGSTTrainer:
 
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / TRAIN_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        save_config(cfg, self.run_dir / TRAIN_CONFIG_FILE)
         if cfg.progress:
             m = cfg.model
             print(f"lmt-train mgst: {m.mask_mode} model {m.image_height}x{m.image_width} "
@@ -276,38 +272,22 @@ class MGSTTrainer:
                   file=sys.stderr)
         bar = tqdm(total=cfg.iterations, initial=self.step, unit="it", dynamic_ncols=True, disable=not cfg.progress,
                    desc="mgst" if cfg.model.mask_mode == "regions" else "global", file=sys.stderr)
-        interrupted, start_step, started = False, self.step, time.perf_counter()
         try:
-            with StopSignals() as signals:
-                while self.step < cfg.iterations:
-                    self.train_iteration()
-                    bar.update(1)
-                    last = self.step == cfg.iterations
-                    if self.step % cfg.log_every == 0 or last:
-                        self._log(bar)
-                    if self.step % cfg.sample_every == 0 or last:
-                        self.write_samples()
-                    stop = signals.requested is not None
-                    if stop or self.step % cfg.checkpoint_every == 0 or last:
-                        self.save()
-                    if stop:
-                        interrupted = True
-                        break
-            done = self.step - start_step
-            if done:
-                self.seconds_per_iteration = (time.perf_counter() - started) / done
-            self._write_summary(interrupted, time.perf_counter() - started)
+            end = run_iterations(self, cfg.iterations, bar, log_every=cfg.log_every, sample_every=cfg.sample_every,
+                                 checkpoint_every=cfg.checkpoint_every, log=lambda: self._log(bar),
+                                 write_samples=self.write_samples)
+            if end.seconds_per_iteration is not None:
+                self.seconds_per_iteration = end.seconds_per_iteration
+            self._write_summary(end.interrupted, end.seconds)
         finally:
             bar.close()
-        return MGSTTrainResult(self.step, self.run_dir, self.checkpoint or latest_checkpoint(self.run_dir), interrupted,
-                               dict(self._last_losses), self.seconds_per_iteration, dict(self.validation))
+        return MGSTTrainResult(self.step, self.run_dir, self.checkpoint or latest_checkpoint(self.run_dir),
+                               end.interrupted, dict(self._last_losses), self.seconds_per_iteration,
+                               dict(self.validation))
 
     def _log(self, bar) -> None:
         losses = self._window.means()
-        bad = sorted(k for k, v in losses.items() if not np.isfinite(v))
-        if bad:
-            raise TrainingError(f"non-finite loss ({', '.join(bad)}) by step {self.step}; "
-                                f"last checkpoint: {latest_checkpoint(self.run_dir) or 'none'}")
+        check_finite_losses(losses, self.step, self.run_dir)
         self._last_losses = losses
         with (self.run_dir / LOG_FILE).open("a") as f:
             f.write(json.dumps({"step": self.step, **{k: round(v, 6) for k, v in losses.items()}}) + "\n")
@@ -352,13 +332,7 @@ class MGSTTrainer:
         finally:
             g.train()
         columns = [x, y_stored, y_image, xs, m.expand(-1, 3, -1, -1) * 2 - 1]
-        h, w = size
-        gap = 2
-        grid = torch.ones(3, len(x) * (h + gap) - gap, len(columns) * (w + gap) - gap)
-        for row in range(len(x)):
-            for col, tiles in enumerate(columns):
-                grid[:, row * (h + gap):row * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = \
-                    ((tiles[row].float().cpu() + 1) / 2).clamp(0, 1)
+        grid = tile_grid([((t.float().cpu() + 1) / 2).clamp(0, 1) for t in columns])
         path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
         save_png(grid, path)
         return path
@@ -397,17 +371,7 @@ class MGSTTrainer:
 
     def resume_from(self, path: Path) -> None:
         state = load_trainer_state(path / STATE_FILE)
-        try:
-            saved = load_mgst_checkpoint(path, device="cpu", discriminator=True)
-        except CheckpointError as exc:
-            raise TrainingError(f"cannot resume: {exc}") from None
-        ours, theirs = self.config.model.to_dict(), saved.config.to_dict()
-        differ = sorted(k for k in ours if k != "extra" and ours[k] != theirs.get(k))
-        if differ:
-            detail = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" for k in differ)
-            raise TrainingError(f"cannot resume from {path}: the model config differs ({detail})")
-        self.generator.load_state_dict(saved.generator.state_dict())
-        self.discriminator.load_state_dict(saved.discriminator.state_dict())
+        restore_weights(path, load_mgst_checkpoint, self.config.model, self.generator, self.discriminator)
         with torch.no_grad():  # the checkpoint holds the calibrated style; training continues from the EMA
             self.generator.style_mean.copy_(state["style_ema"]["mean"])
             self.generator.style_std.copy_(state["style_ema"]["std"])
