@@ -198,3 +198,182 @@ def test_min_channels_is_read_when_preparing(monkeypatch):
     x, e = randn(50, 1, 3, 64, 64).clamp(-1, 1), randn(51, 1, 3, 64, 64).clamp(-1, 1)
     with torch.no_grad():
         assert (fast(x, e).image - g(x, e).image).abs().max().item() < 5e-5
+
+
+# --------------------------------------------------------------------------------------------------
+# The compiled tile transforms (csrc/cpu/winograd.cpp) against the torch-op transforms and F.conv2d
+# --------------------------------------------------------------------------------------------------
+
+needs_compiled = pytest.mark.skipif(
+    not winograd._compiled_transforms(),
+    reason="lmt_fast._C is not built, or lacks torch.ops.lmt.winograd_input_transform / _output_transform")
+
+
+def tiling(h: int, w: int, pad: int = 0):
+    """(out_h, out_w, tiles_h, tiles_w) of a valid 3x3 conv on an h x w input reflect-padded by pad."""
+    out_h, out_w = h + 2 * pad - 2, w + 2 * pad - 2
+    return out_h, out_w, -(-out_h // 4), -(-out_w // 4)
+
+
+def reflect(x: torch.Tensor, pad: int) -> torch.Tensor:
+    return F.pad(x, (pad,) * 4, mode="reflect") if pad else x
+
+
+def _poison_heap(*shapes, dtype=torch.float64):
+    """Allocate and free NaN blocks the size of the coming outputs, so that an element a kernel leaves
+    unwritten would likely read NaN (best effort, as in tests/test_ops_cpu.py)."""
+    blocks = [torch.full(shape, float("nan"), dtype=dtype) for shape in shapes for _ in range(2)]
+    del blocks
+
+
+# (N, C, H, W, pad): tiny 3x3 inputs, H, W not multiples of 4 (partial tiles), C not a multiple of the
+# vector width or of the channel chunk (64 float32 / 32 float64 channels per step), batches up to 3.
+TRANSFORM_CASES = [(1, 5, 3, 3, 0), (2, 7, 9, 13, 1), (3, 17, 10, 6, 0), (1, 37, 11, 14, 2), (2, 3, 4, 5, 1),
+                   (1, 70, 7, 7, 1)]
+
+
+@needs_compiled
+@pytest.mark.parametrize("case", TRANSFORM_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_compiled_input_transform_is_the_torch_transform(case):
+    from lmt_fast.ops import library
+
+    n, c, h, w, pad = case
+    x = randn(sum(case), n, c, h, w, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    _, _, tiles_h, tiles_w = tiling(h, w, pad)
+    want = winograd._torch_input_transform(reflect(x, pad), tiles_h, tiles_w)
+    _poison_heap((36, n * tiles_h * tiles_w, c))
+    got = torch.ops.lmt.winograd_input_transform(x, pad, tiles_h, tiles_w)
+    assert got.shape == want.shape and got.dtype == torch.float64
+    assert got.stride() == library.winograd_planes(n * tiles_h * tiles_w, c, x.dtype, x.device).stride()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # strided views are read in place: a crop of a larger channels_last tensor (N, H, W strides not dense)
+    big = randn(sum(case) + 1, n, c, h + 3, w + 2, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    view = big[:, :, 2:2 + h, 1:1 + w]
+    assert view.stride(1) == 1 and not view.is_contiguous(memory_format=torch.channels_last)
+    want = winograd._torch_input_transform(reflect(view, pad), tiles_h, tiles_w)
+    torch.testing.assert_close(torch.ops.lmt.winograd_input_transform(view, pad, tiles_h, tiles_w), want,
+                               rtol=0, atol=1e-12)
+
+
+@needs_compiled
+@pytest.mark.parametrize("case", TRANSFORM_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_compiled_output_transform_is_the_torch_transform(case, with_bias):
+    from lmt_fast.ops import library
+
+    n, k, h, w, pad = case
+    out_h, out_w, tiles_h, tiles_w = tiling(h, w, pad)
+    tiles = n * tiles_h * tiles_w
+    bias = randn(sum(case) + 2, k, dtype=torch.float64) if with_bias else None
+    dense = randn(sum(case) + 3, 36, tiles, k, dtype=torch.float64)
+    padded = library.winograd_planes(tiles, k, dense.dtype, dense.device).copy_(dense)  # what the runtime passes
+    want = winograd._torch_output_transform(dense, bias, n, out_h, out_w, tiles_h, tiles_w)
+    for m in (dense, padded):
+        _poison_heap((n, k, out_h, out_w))
+        got = torch.ops.lmt.winograd_output_transform(m, bias, n, out_h, out_w, tiles_h, tiles_w)
+        assert got.shape == (n, k, out_h, out_w) and got.is_contiguous(memory_format=torch.channels_last)
+        assert not got.isnan().any()
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@needs_compiled
+@pytest.mark.parametrize("case", TRANSFORM_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_compiled_conv_is_the_direct_conv_and_the_torch_path(case, monkeypatch):
+    n, c, h, w, pad = case
+    x, weight, bias = conv_case(sum(case) + 4, n, c, 6, h, w)
+    u = winograd_weight(weight)
+    for b in (bias, None):
+        want = F.conv2d(reflect(x, pad), weight, b)
+        got = winograd_conv2d(x, u, b, pad=pad)                 # NCHW input: copied to channels_last once
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        with monkeypatch.context() as patch:
+            patch.setattr(winograd, "_compiled_transforms", lambda: False)
+            torch.testing.assert_close(winograd_conv2d(x, u, b, pad=pad), got, rtol=0, atol=1e-12)
+
+
+@needs_compiled
+def test_compiled_float32_conv_stays_within_the_float32_bound():
+    """The same bound as test_float32_rounding_stays_within_its_bound, with the reflect pad fused."""
+    x, weight, bias = conv_case(11, 2, 64, 96, 17, 19)
+    exact = F.conv2d(reflect(x, 1), weight, bias)
+    got = winograd_conv2d(x.float().contiguous(memory_format=torch.channels_last), winograd_weight(weight.float()),
+                          bias.float(), pad=1)
+    assert got.dtype == torch.float32
+    err = (got.double() - exact).abs().max().item()
+    direct_err = (F.conv2d(reflect(x, 1).float(), weight.float(), bias.float()).double() - exact).abs().max().item()
+    scale = exact.abs().max().item()
+    assert err < 2e-5 * scale, (err, scale)
+    assert err < 50 * direct_err, (err, direct_err)
+
+
+@needs_compiled
+def test_compiled_transforms_write_every_output_element():
+    """Two calls on different data into poisoned memory: each result is the reference everywhere."""
+    n, c, h, w = 2, 9, 10, 7
+    out_h, out_w, tiles_h, tiles_w = tiling(h, w, 1)
+    for seed in (1, 2):
+        x = randn(seed, n, c, h, w, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+        _poison_heap((36, n * tiles_h * tiles_w, c), (n, c, out_h, out_w))
+        v = torch.ops.lmt.winograd_input_transform(x, 1, tiles_h, tiles_w)
+        torch.testing.assert_close(v, winograd._torch_input_transform(reflect(x, 1), tiles_h, tiles_w),
+                                   rtol=0, atol=1e-12)
+        y = torch.ops.lmt.winograd_output_transform(v, None, n, out_h, out_w, tiles_h, tiles_w)
+        assert not y.isnan().any()
+        # y is ~1e3 here (two transforms, no weights): float64 rounding is relative
+        torch.testing.assert_close(y, winograd._torch_output_transform(v, None, n, out_h, out_w, tiles_h, tiles_w),
+                                   rtol=1e-14, atol=1e-12)
+
+
+@needs_compiled
+def test_compiled_transforms_name_bad_inputs():
+    x = torch.randn(1, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    ops = torch.ops.lmt
+    with pytest.raises(RuntimeError, match="channels_last"):
+        ops.winograd_input_transform(x.contiguous(), 0, 2, 2)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        ops.winograd_input_transform(x.bfloat16(), 0, 2, 2)
+    with pytest.raises(RuntimeError, match="4-D"):
+        ops.winograd_input_transform(x[0], 0, 2, 2)
+    with pytest.raises(RuntimeError, match="reflect padding needs 0 <= pad < H"):
+        ops.winograd_input_transform(x, 8, 2, 2)
+    with pytest.raises(RuntimeError, match="tiles_h and tiles_w must be >= 1"):
+        ops.winograd_input_transform(x, 0, 0, 2)
+    m = torch.randn(36, 4, 5)
+    with pytest.raises(RuntimeError, match=r"m must have shape \(36, n \* tiles_h \* tiles_w, K\)"):
+        ops.winograd_output_transform(m, None, 2, 8, 8, 2, 2)
+    with pytest.raises(RuntimeError, match="cannot cover an output of 9 x 8"):
+        ops.winograd_output_transform(m, None, 1, 9, 8, 2, 2)
+    with pytest.raises(RuntimeError, match=r"bias must have shape \(5\)"):
+        ops.winograd_output_transform(m, torch.zeros(4), 1, 8, 8, 2, 2)
+    with pytest.raises(RuntimeError, match="bias must have m's dtype"):
+        ops.winograd_output_transform(m, torch.zeros(5, dtype=torch.float64), 1, 8, 8, 2, 2)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        ops.winograd_output_transform(m.half(), None, 1, 8, 8, 2, 2)
+    with pytest.raises(ValueError, match="reflect padding by 8 needs 0 <= pad < H, W"):
+        winograd_conv2d(x, winograd_weight(torch.randn(4, 4, 3, 3)), pad=8)
+
+
+@needs_compiled
+@pytest.mark.parametrize("op", ["input", "output"])
+def test_compiled_transforms_pass_opcheck(op):
+    g = torch.Generator().manual_seed(3)
+    if op == "input":
+        x = torch.randn(2, 5, 7, 9, generator=g).contiguous(memory_format=torch.channels_last)
+        samples = [(x, 1, 2, 3), (x, 0, 2, 2)]
+    else:
+        m = torch.randn(36, 12, 5, generator=g)
+        samples = [(m, torch.randn(5, generator=g), 2, 7, 9, 2, 3), (m, None, 1, 10, 12, 3, 4)]
+    for args in samples:
+        result = torch.library.opcheck(getattr(torch.ops.lmt, f"winograd_{op}_transform"), args)
+        assert all(v == "SUCCESS" for v in result.values()), result
+
+
+@needs_compiled
+def test_compiled_conv_traces_under_fake_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.empty(2, 8, 9, 13).contiguous(memory_format=torch.channels_last)
+        y = winograd_conv2d(x, torch.empty(36, 8, 6), torch.empty(6), pad=1)
+    assert y.shape == (2, 6, 9, 13) and y.is_contiguous(memory_format=torch.channels_last)

@@ -11,6 +11,7 @@
 #include <optional>
 #include <tuple>
 
+#include "lmt/cpu_winograd.h"
 #include "lmt/norm_cpu.h"
 
 namespace {
@@ -203,6 +204,101 @@ Tensor spatial_norm_cpu(const Tensor& x_in, const std::optional<Tensor>& weight,
   return y;
 }
 
+// ---- Winograd F(4x4, 3x3) tile transforms (lmt_fast/runtime/winograd.py; inference only, no autograd) --
+
+constexpr int64_t kWinogradPoints = 36;  // 6 x 6 transformed points per tile
+constexpr int64_t kWinogradTile = 4;     // output tile side
+
+void check_winograd_dtype(const Tensor& t, const char* name, const char* op) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+              " must be float32 or float64, got ", t.scalar_type());
+}
+
+void check_tiles(int64_t tiles_h, int64_t tiles_w, const char* op) {
+  TORCH_CHECK(tiles_h >= 1 && tiles_w >= 1, op, ": tiles_h and tiles_w must be >= 1, got ", tiles_h, " and ",
+              tiles_w);
+}
+
+// Elements from one of the 36 (tiles, channels) planes of v (and m) to the next: tiles * channels rounded
+// up to an odd number of cache lines. Planes a multiple of 4 KB apart (128 tiles of 256 channels, say)
+// would put a tile's 36 points in the same few L1 sets and make loads falsely wait on stores to other
+// planes; the transforms run ~1.6x faster without that. Must match lmt_fast.ops.library.winograd_planes.
+int64_t winograd_point_stride(int64_t plane, int64_t element_size) {
+  const int64_t line = 64 / element_size;
+  const int64_t lines = (plane + line - 1) / line;
+  return (lines + 1 - lines % 2) * line;
+}
+
+// Calls f(T{}) with T float or double (the dtype was checked).
+template <typename F>
+void for_winograd_type(at::ScalarType dtype, F&& f) {
+  if (dtype == at::kDouble) return f(double{});
+  return f(float{});
+}
+
+// v = B^T d B for every 6x6 tile of x reflect-padded by `pad`: (36, N * tiles_h * tiles_w, C), its planes
+// winograd_point_stride apart.
+Tensor winograd_input_transform_cpu(const Tensor& x, int64_t pad, int64_t tiles_h, int64_t tiles_w) {
+  const char* op = "winograd_input_transform";
+  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D (N, C, H, W), got shape ", x.sizes());
+  TORCH_CHECK(x.size(0) >= 1 && x.size(1) >= 1 && x.size(2) >= 1 && x.size(3) >= 1, op,
+              ": x must have N, C, H, W >= 1, got shape ", x.sizes());
+  check_winograd_dtype(x, "x", op);
+  // Read in place: any strides for N, H, W, but the channels of a pixel must be contiguous.
+  TORCH_CHECK(x.stride(1) == 1 || x.size(1) == 1, op,
+              ": x must be channels_last (channel stride 1; x.contiguous(memory_format=torch.channels_last)), "
+              "got strides ",
+              x.strides());
+  TORCH_CHECK(pad >= 0 && pad < x.size(2) && pad < x.size(3), op,
+              ": reflect padding needs 0 <= pad < H and pad < W, got pad ", pad, " for x of shape ", x.sizes());
+  check_tiles(tiles_h, tiles_w, op);
+  const int64_t n = x.size(0), c = x.size(1);
+  const int64_t tiles = n * tiles_h * tiles_w;
+  const int64_t point_stride = winograd_point_stride(tiles * c, x.element_size());
+  Tensor v = at::empty_strided({kWinogradPoints, tiles, c}, {point_stride, c, 1}, x.options());
+  for_winograd_type(x.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    lmt::cpu::winograd_input_transform<T>({data_as<T>(x), n, x.size(2), x.size(3), c, x.stride(0), x.stride(2),
+                                           x.stride(3), pad, tiles_h, tiles_w, mutable_data_as<T>(v),
+                                           point_stride});
+  });
+  return v;
+}
+
+// y = A^T m A + bias per tile, cropped to out_h x out_w: (N, K, out_h, out_w) in channels_last memory.
+Tensor winograd_output_transform_cpu(const Tensor& m_in, const std::optional<Tensor>& bias_in, int64_t n,
+                                     int64_t out_h, int64_t out_w, int64_t tiles_h, int64_t tiles_w) {
+  const char* op = "winograd_output_transform";
+  check_tiles(tiles_h, tiles_w, op);
+  TORCH_CHECK(n >= 1 && out_h >= 1 && out_w >= 1, op, ": n, out_h and out_w must be >= 1, got ", n, ", ", out_h,
+              " and ", out_w);
+  TORCH_CHECK(out_h <= kWinogradTile * tiles_h && out_w <= kWinogradTile * tiles_w, op, ": ", tiles_h, " x ",
+              tiles_w, " tiles of 4 x 4 cannot cover an output of ", out_h, " x ", out_w);
+  TORCH_CHECK(m_in.dim() == 3 && m_in.size(0) == kWinogradPoints && m_in.size(1) == n * tiles_h * tiles_w &&
+                  m_in.size(2) >= 1,
+              op, ": m must have shape (36, n * tiles_h * tiles_w, K) = (36, ", n * tiles_h * tiles_w,
+              ", K) with K >= 1, got ", m_in.sizes());
+  check_winograd_dtype(m_in, "m", op);
+  const int64_t k = m_in.size(2);
+  if (bias_in.has_value()) {
+    TORCH_CHECK(bias_in->dim() == 1 && bias_in->size(0) == k, op, ": bias must have shape (", k, "), got ",
+                bias_in->sizes());
+    TORCH_CHECK(bias_in->scalar_type() == m_in.scalar_type(), op, ": bias must have m's dtype ",
+                m_in.scalar_type(), ", got ", bias_in->scalar_type());
+  }
+  // Each plane must be contiguous; the planes may lie any distance apart (winograd_point_stride).
+  const bool planes_dense = (m_in.stride(2) == 1 || k == 1) && (m_in.stride(1) == k || m_in.size(1) == 1);
+  const Tensor m = planes_dense ? m_in : m_in.contiguous();
+  const Tensor bias = bias_in.has_value() ? bias_in->contiguous() : Tensor();
+  Tensor y = at::empty({n, k, out_h, out_w}, m.options().memory_format(at::MemoryFormat::ChannelsLast));
+  for_winograd_type(m.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    lmt::cpu::winograd_output_transform<T>({data_as<T>(m), m.stride(0), bias.defined() ? data_as<T>(bias) : nullptr,
+                                            n, k, out_h, out_w, tiles_h, tiles_w, mutable_data_as<T>(y)});
+  });
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(lmt, m) {
@@ -216,6 +312,10 @@ TORCH_LIBRARY(lmt, m) {
   m.def(
       "layer_norm(Tensor x, Tensor? weight, Tensor? bias, float eps, int activation, Tensor? residual) "
       "-> Tensor");
+  m.def("winograd_input_transform(Tensor x, int pad, int tiles_h, int tiles_w) -> Tensor");
+  m.def(
+      "winograd_output_transform(Tensor m, Tensor? bias, int n, int out_h, int out_w, int tiles_h, int tiles_w) "
+      "-> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lmt, CPU, m) {
@@ -223,4 +323,6 @@ TORCH_LIBRARY_IMPL(lmt, CPU, m) {
   m.impl("region_adain", &region_adain_cpu);
   m.impl("instance_norm", &spatial_norm_cpu<false>);
   m.impl("layer_norm", &spatial_norm_cpu<true>);
+  m.impl("winograd_input_transform", &winograd_input_transform_cpu);
+  m.impl("winograd_output_transform", &winograd_output_transform_cpu);
 }

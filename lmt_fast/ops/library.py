@@ -4,7 +4,9 @@ Importing this module (once per process) registers, for every device the library
 
 * fake (meta) kernels, so the ops trace under ``torch.compile`` / ``torch.export`` / FakeTensor;
 * autograd: the backward recomputes the forward through the reference ops (``reference.*_impl``) and
-  differentiates that, so gradients are the spec's by construction (higher order too).
+  differentiates that, so gradients are the spec's by construction (higher order too);
+* fake kernels (no autograd: inference only) for the Winograd tile transforms that
+  ``lmt_fast.runtime.winograd`` runs on the CPU, when this build of _C has them.
 
 and provides ``IMPLS``: the five op implementations with the reference implementations' signatures, for
 a backend to register (``lmt_fast.ops.cpu``; a CUDA backend can register the same table for "cuda").
@@ -136,6 +138,39 @@ def _instance_norm_fake(x, weight, bias, eps, activation, residual):
 @torch.library.register_fake("lmt::layer_norm")
 def _layer_norm_fake(x, weight, bias, eps, activation, residual):
     return _like_x(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Winograd F(4x4, 3x3) tile transforms (lmt_fast.runtime.winograd): fakes only, no autograd (inference)
+# --------------------------------------------------------------------------------------------------
+
+# Not part of the op family above; an older build of _C may lack them (the runtime then uses torch ops).
+WINOGRAD_OP_NAMES = ("winograd_input_transform", "winograd_output_transform")
+HAS_WINOGRAD = all(hasattr(torch.ops.lmt, name) for name in WINOGRAD_OP_NAMES)
+WINOGRAD_POINTS = 36
+
+
+def winograd_planes(tiles, channels, dtype, device) -> torch.Tensor:
+    """An empty (36, tiles, channels) tensor laid out as the transforms' v and m are: each point's
+    (tiles, channels) plane contiguous, the planes an odd number of 64-byte lines apart (planes 4 KB apart
+    make the transforms ~1.6x slower: cache set conflicts and store/load aliasing). Mirrors
+    ``winograd_point_stride`` in csrc/torch/bindings.cpp; torch.bmm reads and writes this layout in place."""
+    line = 64 // torch.empty((), dtype=dtype).element_size()
+    lines = -(-(tiles * channels) // line)
+    stride = (lines + 1 - lines % 2) * line
+    return torch.empty_strided((WINOGRAD_POINTS, tiles, channels), (stride, channels, 1), dtype=dtype, device=device)
+
+
+if HAS_WINOGRAD:
+
+    @torch.library.register_fake("lmt::winograd_input_transform")
+    def _winograd_input_transform_fake(x, pad, tiles_h, tiles_w):
+        return winograd_planes(x.shape[0] * tiles_h * tiles_w, x.shape[1], x.dtype, x.device)
+
+    @torch.library.register_fake("lmt::winograd_output_transform")
+    def _winograd_output_transform_fake(m, bias, n, out_h, out_w, tiles_h, tiles_w):
+        return torch.empty((n, m.shape[2], out_h, out_w), dtype=m.dtype, device=m.device,
+                           memory_format=torch.channels_last)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,13 @@ so the float32 result is about 10-20x further from the exact conv than a direct 
 error ~5e-6 instead of ~3e-7 for 256 input channels; tests/test_winograd.py measures it). That is why it
 is only used in float32 and float64, never in bfloat16 / float16, and why the runtime can turn it off.
 
-Reference: `F.conv2d(x, weight, bias)` on the already padded input (a "valid" conv), which the tests compare
+On the CPU, when lmt_fast._C is built, the two tile transforms run as fused C++ kernels
+(`torch.ops.lmt.winograd_input_transform` / `winograd_output_transform`, csrc/cpu/winograd.cpp): one pass
+over memory each, with the reflect padding, the tiling, the bias and the crop done inside, where the
+torch-op transforms cost about a quarter of the conv. Those torch-op transforms stay as the reference and
+as the path on other devices.
+
+Reference: `F.conv2d(x, weight, bias)` on the padded input (a "valid" conv), which the tests compare
 against in float64.
 """
 from __future__ import annotations
@@ -82,24 +88,78 @@ class _Transforms:
         return cls._cache[key]
 
 
-def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.conv2d(x, weight, bias)` (stride 1, no padding: pad x first) with u = winograd_weight(weight).
+def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None, pad: int = 0) -> torch.Tensor:
+    """`F.conv2d(F.pad(x, (pad,) * 4, mode="reflect"), weight, bias)` (stride 1) with u = winograd_weight(weight).
 
-    x: (N, C_in, H, W) with H, W >= 3, any memory format (channels_last avoids one copy).
-    Returns (N, C_out, H - 2, W - 2) in channels_last memory format.
+    x: (N, C_in, H, W), any memory format (channels_last avoids one copy); H, W >= 3 once padded. pad: reflect
+    padding on all four sides (0 <= pad < H, W), fused into the compiled input transform (F.pad otherwise).
+    Returns (N, C_out, H + 2 pad - 2, W + 2 pad - 2) in channels_last memory format. Inference only (the
+    compiled transforms have no autograd formula).
     """
     n, c_in, h, w = x.shape
     if u.dim() != 3 or u.shape[0] != SPAN * SPAN or u.shape[1] != c_in:
         raise ValueError(f"transformed weight {tuple(u.shape)} does not fit an input with {c_in} channels")
     if x.dtype not in WINOGRAD_DTYPES or u.dtype != x.dtype:
         raise ValueError(f"winograd_conv2d runs in float32/float64 with matching weights, got {x.dtype} and {u.dtype}")
+    if pad < 0 or (pad and (pad >= h or pad >= w)):
+        raise ValueError(f"reflect padding by {pad} needs 0 <= pad < H, W, got an input of {h}x{w}")
+    h, w = h + 2 * pad, w + 2 * pad
     if h < TAPS or w < TAPS:
-        raise ValueError(f"a 3x3 valid conv needs H, W >= 3, got {h}x{w}")
+        raise ValueError(f"a 3x3 valid conv needs H, W >= 3 (after padding), got {h}x{w}")
     out_h, out_w = h - TAPS + 1, w - TAPS + 1
     tiles_h, tiles_w = -(-out_h // TILE), -(-out_w // TILE)
-    c_out = u.shape[2]
-    to_tiles, from_tiles = _Transforms.get(x.dtype, x.device)
+    if x.device.type == "cpu" and _compiled_transforms():
+        return _conv_by_compiled_transforms(x, u, bias, pad, out_h, out_w, tiles_h, tiles_w)
+    if pad:
+        x = F.pad(x, (pad,) * 4, mode="reflect")
+    return _conv_by_torch_transforms(x, u, bias, out_h, out_w, tiles_h, tiles_w)
 
+
+def _load_compiled_transforms():
+    """lmt_fast.ops.library when lmt_fast._C has the fused tile transforms (built, and new enough), else
+    None. The library module also registers their fake kernels, so that they trace."""
+    try:
+        from lmt_fast.ops import library
+    except ImportError:  # no compiled extension
+        return None
+    return library if library.HAS_WINOGRAD else None
+
+
+_COMPILED_LIBRARY = _load_compiled_transforms()
+
+
+def _compiled_transforms() -> bool:
+    return _COMPILED_LIBRARY is not None
+
+
+def _conv_by_compiled_transforms(x, u, bias, pad, out_h, out_w, tiles_h, tiles_w) -> torch.Tensor:
+    """The conv with the tile transforms in C++ (csrc/cpu/winograd.cpp): each one pass over memory, the
+    input's padding and tiling done by index arithmetic, bias and crop fused into the output transform."""
+    if x.stride(1) != 1 and x.shape[1] != 1:
+        x = x.contiguous(memory_format=torch.channels_last)   # the transform reads pixels' channels in place
+    v = torch.ops.lmt.winograd_input_transform(x, pad, tiles_h, tiles_w)          # (36, tiles, C_in)
+    if torch.compiler.is_compiling():  # dynamo refuses out= tensors that are not contiguous
+        m = torch.bmm(v, u)
+    else:  # planes laid out as v's, which the output transform reads ~1.5x faster
+        m = _COMPILED_LIBRARY.winograd_planes(v.shape[1], u.shape[2], x.dtype, x.device)
+        torch.bmm(v, u, out=m)                                                    # (36, tiles, C_out)
+    if bias is not None:
+        bias = bias.to(x.dtype)
+    return torch.ops.lmt.winograd_output_transform(m, bias, x.shape[0], out_h, out_w, tiles_h, tiles_w)
+
+
+def _conv_by_torch_transforms(x, u, bias, out_h, out_w, tiles_h, tiles_w) -> torch.Tensor:
+    """The conv with the tile transforms as torch ops (x already padded): the reference for the compiled
+    transforms, and the path on other devices."""
+    v = _torch_input_transform(x, tiles_h, tiles_w)
+    m = torch.bmm(v, u)                                           # (36, tiles, C_out)
+    return _torch_output_transform(m, bias, x.shape[0], out_h, out_w, tiles_h, tiles_w)
+
+
+def _torch_input_transform(x: torch.Tensor, tiles_h: int, tiles_w: int) -> torch.Tensor:
+    """B^T d B for every 6x6 tile d of x (N, C, H, W), zero-extended to whole tiles: (36, tiles, C)."""
+    n, c_in, h, w = x.shape
+    to_tiles, _ = _Transforms.get(x.dtype, x.device)
     # Zero-extend to whole tiles (the extra outputs are cropped), then gather the overlapping 6x6 tiles
     # as (36, tiles * C_in): point-major so each point's GEMM reads one contiguous block.
     pad_h, pad_w = tiles_h * TILE + TAPS - 1 - h, tiles_w * TILE + TAPS - 1 - w
@@ -109,12 +169,18 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None 
     tiles = n * tiles_h * tiles_w
     d = nhwc.unfold(1, SPAN, TILE).unfold(2, SPAN, TILE)          # (N, th, tw, C_in, 6, 6)
     d = d.permute(4, 5, 0, 1, 2, 3).reshape(SPAN * SPAN, tiles * c_in)
-    v = (to_tiles @ d).view(SPAN * SPAN, tiles, c_in)             # B^T d B for every tile
-    m = torch.bmm(v, u)                                           # (36, tiles, C_out)
-    y = (from_tiles @ m.view(SPAN * SPAN, tiles * c_out))         # A^T m A: (16, tiles * C_out)
+    return (to_tiles @ d).view(SPAN * SPAN, tiles, c_in)
+
+
+def _torch_output_transform(m: torch.Tensor, bias: torch.Tensor | None, n: int, out_h: int, out_w: int,
+                            tiles_h: int, tiles_w: int) -> torch.Tensor:
+    """A^T m A + bias for every tile of m (36, tiles, C_out), cropped: (N, C_out, out_h, out_w) channels_last."""
+    c_out = m.shape[2]
+    _, from_tiles = _Transforms.get(m.dtype, m.device)
+    y = (from_tiles @ m.reshape(SPAN * SPAN, -1))                 # A^T m A: (16, tiles * C_out)
     y = y.view(TILE, TILE, n, tiles_h, tiles_w, c_out).permute(2, 3, 0, 4, 1, 5)
 
-    out = torch.empty((n, tiles_h, TILE, tiles_w, TILE, c_out), dtype=x.dtype, device=x.device)
+    out = torch.empty((n, tiles_h, TILE, tiles_w, TILE, c_out), dtype=m.dtype, device=m.device)
     if bias is None:
         out.copy_(y)
     else:
@@ -147,9 +213,8 @@ class WinogradConvNormAct(nn.Module):
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self.padding:
-            x = F.pad(x, (self.padding,) * 4, mode="reflect")
-        return self.norm(winograd_conv2d(x, self.weight, self.bias), self.activation, residual)
+        y = winograd_conv2d(x, self.weight, self.bias, pad=self.padding)   # the reflect pad is fused on the CPU
+        return self.norm(y, self.activation, residual)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, F(4x4, 3x3), padding={self.padding}"
