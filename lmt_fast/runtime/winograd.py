@@ -52,8 +52,9 @@ _A_T = ((1, 1, 1, 1, 1, 0),
         (0, 1, 1, 4, 4, 0),
         (0, 1, -1, 8, -8, 1))
 
-# Narrower convs leave the GEMMs too small to beat oneDNN's direct conv (benchmarks/bench_winograd.py).
-MIN_CHANNELS = 64
+# Narrower convs leave the GEMMs too small to beat oneDNN's direct conv: in benchmarks/bench_winograd.py
+# (2 threads) C = 64 runs at 0.6-1.2x the direct conv's speed, C = 128 at 1.5-2x.
+MIN_CHANNELS = 128
 
 # Supported storage dtypes: the transforms need float32's mantissa at least.
 WINOGRAD_DTYPES = (torch.float32, torch.float64)
