@@ -6,6 +6,7 @@ fused kernels: against a float64 reference, the kernel's error may be at most tw
 reference itself run in the kernel's dtype, plus a small atol.
 """
 
+import warnings
 import zlib
 
 import pytest
@@ -156,6 +157,71 @@ def test_residual_in_another_dtype_and_layout(gen, dtype):
     residual = torch.randn(2, 5, 9, 7, generator=gen, dtype=torch.float64)  # float64, NCHW
     check_against_reference("region_adain", (x, masks, gamma, beta, "region", 1e-5, "relu", residual), dtype)
     check_against_reference("layer_norm", (x, None, None, 1e-5, "lrelu", residual.float()), dtype)
+
+
+# C past one channel block of the channels_last kernels (128 float / 64 double channels) with an odd
+# remainder; H * W odd and, for the first, more than one pixel tile (256) split between threads; rows short
+# enough for the pipelined NCHW sweep (each row's sums taken while the previous row is written).
+WIDE_SHAPES = [(1, 131, 17, 19, 2), (2, 200, 9, 15, 3)]
+
+
+@pytest.mark.parametrize("shape", WIDE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float64, torch.bfloat16), ids=str)
+def test_wide_channel_blocks_match_the_reference(gen, shape, layout, dtype):
+    n, c, h, w, k = shape
+    x = make_x(gen, n, c, h, w, dtype, layout)
+    masks = make_masks(gen, n, k, h, w, "soft")
+    m = make_masks(gen, n, 1, h, w, "soft").to(reference.accumulation_dtype(dtype))
+    pair = torch.cat([m, 1 - m], dim=1)
+    residual = laid_out(torch.randn(n, c, h, w, generator=gen, dtype=torch.float64).to(dtype), layout)
+    check_against_reference("masked_moments", (x, masks, 1e-5), dtype)
+    for region_masks in (masks, pair):
+        gamma, beta = make_style(gen, n, region_masks.shape[1], c)
+        for stats, activation, res in (("global", None, None), ("region", "lrelu", residual)):
+            args = (x, region_masks, gamma, beta, stats, 1e-5, activation, res)
+            assert check_against_reference("region_adain", args, dtype).is_contiguous(memory_format=expected_format(x))
+    weight, bias = 0.5 + torch.rand(c, generator=gen, dtype=torch.float64), torch.randn(c, generator=gen)
+    for op in ("instance_norm", "layer_norm"):
+        check_against_reference(op, (x, weight, bias, 1e-5, "relu", residual), dtype)
+
+
+def test_direct_cpu_entry_points_match_the_dispatcher_and_step_aside(gen):
+    """lmt_fast._C's entry points (the public ops' way past the dispatcher) give the dispatcher's result bit
+    for bit, and decline (None) any call the dispatcher would not hand straight to the CPU kernel."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class PassThrough(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    x = make_x(gen, 2, 5, 9, 7, torch.float32, "channels_last")
+    masks = make_masks(gen, 2, 2, 9, 7, "soft").float()
+    gamma, beta = (t.float() for t in make_style(gen, 2, 2, 5))
+    calls = {
+        library._REGION_ADAIN: (x, masks, gamma, beta, True, 1e-5, 2, x),
+        library._INSTANCE_NORM: (x, gamma[0, 0], None, 1e-5, 1, None),
+        library._LAYER_NORM: (x, None, beta[0, 1], 1e-5, 0, x),
+        library._MASKED_MOMENTS: (x, masks, 1e-5),
+    }
+    for op, args in calls.items():
+        entry = library._CPU_ENTRY[op]
+        assert entry is not None, f"this build of lmt_fast._C has no direct entry for {op}"
+        with torch._C._AutoDispatchBelowAutograd():
+            want = op(*args)
+        got = entry(*args)
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            assert torch.equal(g, w) and g.stride() == w.stride(), op
+        assert entry(args[0].to("meta"), *args[1:]) is None, op
+        with PassThrough():
+            assert entry(*args) is None, op
+        with torch.autocast("cpu"):
+            assert entry(*args) is None, op
+    with warnings.catch_warnings():  # jit.trace is deprecated, and it turns the shapes the checks read into tensors
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(lambda t: ops.layer_norm(t, backend="cpu"), (x,), check_trace=False)
+    assert "lmt::layer_norm" in str(traced.graph)
 
 
 def test_one_pixel_maps_in_float64(gen):

@@ -35,6 +35,31 @@ LMT_VECTOR_CLONES void moments_of_row(const MaskedMomentsArgs<T>& a, const acc_t
   }
 }
 
+// NHWC: runs of pixels summed, then the first run of each sample writes the sample's moments.
+template <typename T>
+void masked_moments_nhwc(const MaskedMomentsArgs<T>& a, const std::vector<acc_t<T>>& weights) {
+  using Acc = acc_t<T>;
+  const int64_t n = a.dims.n, c = a.dims.c, hw = a.dims.hw, k = a.k;
+  const bool parallel = worth_parallel(n * c * hw);
+  const PixelRuns runs = pixel_runs(n, hw, parallel ? max_threads() : 1);
+  const RunRecords layout{c, k};
+  std::vector<Acc> records(runs.tasks(n) * layout.size());
+  sum_then_write(
+      runs, n, parallel, [] { return std::vector<Acc>(widening_buffer<T>(kChannelBlock<Acc>)); },
+      [&](int64_t task, std::vector<Acc>& buffer) {
+        sum_run_into(a.x, a.dims, runs, task, a.masks, k, buffer.data(), records.data());
+      },
+      [&](int64_t task, std::vector<Acc>&) {
+        if (runs.begin(task) != 0) return;
+        const int64_t sample = runs.sample(task);
+        for (int64_t r = 0; r < k; ++r) {
+          const int64_t out = (sample * k + r) * c;
+          masked_sample_moments(records.data(), runs, layout, sample, r, weights[sample * k + r], Acc(a.eps),
+                                a.mean + out, a.var + out);
+        }
+      });
+}
+
 }  // namespace
 
 template <typename T>
@@ -42,16 +67,7 @@ void masked_moments(const MaskedMomentsArgs<T>& a) {
   using Acc = acc_t<T>;
   const int64_t n = a.dims.n, c = a.dims.c, hw = a.dims.hw, k = a.k;
   const std::vector<Acc> weights = mask_weights(a.masks, n * k, hw);
-  if (a.layout == Layout::kNHWC) {
-    std::vector<Acc> shift;
-    std::vector<Moments<Acc>> moments;
-    nhwc_moments(a.x, a.dims, pixel_runs(n, hw), a.masks, weights.data(), k, Acc(a.eps), shift, moments);
-    for (int64_t i = 0; i < n * k * c; ++i) {
-      a.mean[i] = moments[i].mean;
-      a.var[i] = moments[i].var;
-    }
-    return;
-  }
+  if (a.layout == Layout::kNHWC) return masked_moments_nhwc(a, weights);
 #pragma omp parallel if (worth_parallel(n * c * hw))
   {
     RowScratch<Acc> scratch(k);

@@ -41,56 +41,58 @@ LMT_INLINE void write_affine_row(const T* x, int64_t len, acc_t<T> center, Affin
   }
 }
 
-// The same for kPixels consecutive NHWC pixels (1 or 2, sharing the coefficient loads): per-channel
-// scale, offset and center.
-template <int kPixels, typename T, typename R>
-LMT_INLINE void write_affine_pixels(const T* x, int64_t c, const acc_t<T>* center, const acc_t<T>* scale,
-                                    const acc_t<T>* offset, const R* residual, T* y, Activation activation,
-                                    acc_t<T>* pixel_buffer, acc_t<T>* out_buffer) {
+// y = act(scale_j * (x - center_j) + offset_j) + residual over pixels [begin, end) of one NHWC sample, for
+// the kWidth channels from channel j (`width` when kWidth is 0), the block's coefficients in registers
+// across the pixels (see cpu_nhwc.h).
+template <int64_t kWidth, typename T, typename R>
+LMT_INLINE void write_affine_block(const NormArgs<T, R>& a, int64_t sample, int64_t begin, int64_t end, int64_t j,
+                                   int64_t width, const acc_t<T>* center, const acc_t<T>* scale,
+                                   const acc_t<T>* offset, acc_t<T>* pixel_buffer, acc_t<T>* out_buffer) {
   using Acc = acc_t<T>;
-  const Acc* v[kPixels];
-  Acc* out[kPixels];
-  for (int q = 0; q < kPixels; ++q) {
-    v[q] = load_span(x + q * c, c, pixel_buffer + q * c);
-    out[q] = output_span(y + q * c, out_buffer + q * c);
-  }
+  constexpr int64_t kMax = kWidth > 0 ? kWidth : kChannelBlock<Acc>;
+  const int64_t len = kWidth > 0 ? kWidth : width;
+  const int64_t c = a.dims.c, hw = a.dims.hw;
+  Acc ctr[kMax], sc[kMax], of[kMax];  // locals: not aliased by the stores to y
 #pragma omp simd
-  for (int64_t j = 0; j < c; ++j) {
-    // Coefficients into registers first: the stores below could alias them as far as the compiler knows.
-    const Acc sc = scale[j], ctr = center[j], of = offset[j];
-    for (int q = 0; q < kPixels; ++q) out[q][j] = sc * (v[q][j] - ctr) + of;
+  for (int64_t q = 0; q < len; ++q) ctr[q] = center[j + q], sc[q] = scale[j + q], of[q] = offset[j + q];
+  for (int64_t p = begin; p < end; ++p) {
+    const int64_t at = (sample * hw + p) * c + j;
+    const Acc* v = load_span(a.x + at, len, pixel_buffer);
+    Acc* out = output_span(a.y + at, out_buffer);
+#pragma omp simd
+    for (int64_t q = 0; q < len; ++q) out[q] = sc[q] * (v[q] - ctr[q]) + of[q];
+    finish_span(out, a.residual == nullptr ? nullptr : a.residual + at, a.y + at, len, a.activation);
   }
-  for (int q = 0; q < kPixels; ++q)
-    finish_span(out[q], residual == nullptr ? nullptr : residual + q * c, y + q * c, c, activation);
 }
 
-// Pixels [begin, end) of one NHWC sample with that sample's per-channel center, scale and offset.
+// Pixels [begin, end) of one NHWC sample with that sample's per-channel center, scale and offset, tile by
+// tile, a channel block at a time.
 template <typename T, typename R>
 LMT_VECTOR_CLONES void affine_pixels(const NormArgs<T, R>& a, int64_t sample, int64_t begin, int64_t end,
                                      const acc_t<T>* center, const acc_t<T>* scale, const acc_t<T>* offset,
                                      acc_t<T>* pixel, acc_t<T>* out) {
-  const int64_t c = a.dims.c, hw = a.dims.hw;
-  int64_t p = begin;
-  for (; p < end; p += 2) {
-    const int64_t at = (sample * hw + p) * c;
-    const R* residual = a.residual == nullptr ? nullptr : a.residual + at;
-    if (p + 1 < end) {
-      write_affine_pixels<2>(a.x + at, c, center, scale, offset, residual, a.y + at, a.activation, pixel, out);
-    } else {
-      write_affine_pixels<1>(a.x + at, c, center, scale, offset, residual, a.y + at, a.activation, pixel, out);
-    }
+  constexpr int64_t kBlock = kChannelBlock<acc_t<T>>;
+  const int64_t c = a.dims.c;
+  for (int64_t start = begin; start < end; start += kPixelTile) {
+    const int64_t stop = std::min(end, start + kPixelTile);
+    int64_t j = 0;
+    for (; j + kBlock <= c; j += kBlock)
+      write_affine_block<kBlock>(a, sample, start, stop, j, kBlock, center, scale, offset, pixel, out);
+    if (j < c) write_affine_block<0>(a, sample, start, stop, j, c - j, center, scale, offset, pixel, out);
   }
 }
 
 template <typename T, typename R>
-void affine_pixels_nhwc(const NormArgs<T, R>& a, const PixelRuns& runs, const std::vector<acc_t<T>>& center,
+void affine_pixels_nhwc(const NormArgs<T, R>& a, const std::vector<acc_t<T>>& center,
                         const std::vector<acc_t<T>>& scale, const std::vector<acc_t<T>>& offset) {
   using Acc = acc_t<T>;
   const int64_t n = a.dims.n, c = a.dims.c;
-  const int64_t tasks = n * runs.per_sample;
-#pragma omp parallel if (worth_parallel(n * c * a.dims.hw))
+  const bool parallel = worth_parallel(n * c * a.dims.hw);
+  const PixelRuns runs = pixel_runs(n, a.dims.hw, parallel ? max_threads() : 1);
+  const int64_t tasks = runs.tasks(n);
+#pragma omp parallel if (parallel)
   {
-    std::vector<Acc> pixel(2 * c), out(2 * c);
+    std::vector<Acc> pixel(widening_buffer<T>(kChannelBlock<Acc>)), out(widening_buffer<T>(kChannelBlock<Acc>));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t s = runs.sample(task) * c;
@@ -117,28 +119,61 @@ void instance_norm_nchw(const NormArgs<T, R>& a) {
   const int64_t rows = a.dims.n * a.dims.c;
 #pragma omp parallel if (worth_parallel(rows * a.dims.hw))
   {
-    std::vector<Acc> tile(kTile), out(kTile);
+    std::vector<Acc> tile(widening_buffer<T>()), out(widening_buffer<T>());
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) instance_norm_row(a, row, tile.data(), out.data());
   }
 }
 
+// Per-thread buffers of the NHWC instance norm: the write coefficients of the sample last prepared (a
+// thread's next run is often of the same sample) and widening buffers for a channel block.
+template <typename Acc>
+struct AffineScratch {
+  int64_t sample = -1;
+  std::vector<Acc> center, scale, offset;  // [c]
+  std::vector<Acc> pixel, out;
+  AffineScratch(int64_t c, int64_t buffer) : center(c), scale(c), offset(c), pixel(buffer), out(buffer) {}
+};
+
+// center = mean, scale = weight * rstd, offset = bias per channel of one sample, from the runs' sums.
+template <typename T, typename R>
+LMT_VECTOR_CLONES void instance_coefficients(const NormArgs<T, R>& a, const acc_t<T>* records, const PixelRuns& runs,
+                                             int64_t sample, AffineScratch<acc_t<T>>& s) {
+  using Acc = acc_t<T>;
+  const int64_t c = a.dims.c;
+  const Acc eps = Acc(a.eps);
+  Acc* scale = s.scale.data();
+  Acc* offset = s.offset.data();
+  plain_sample_moments(records, runs, RunRecords{c, 1}, sample, s.center.data(), scale);  // var into scale
+#pragma omp simd
+  for (int64_t j = 0; j < c; ++j) {
+    const auto affine = channel_affine(a.weight, a.bias, j, inverse_std(scale[j], eps));
+    scale[j] = affine.scale;
+    offset[j] = affine.offset;
+  }
+  s.sample = sample;
+}
+
+// NHWC: runs of pixels summed, then written with the coefficients of their sample; one parallel region
+// (see sum_then_write).
 template <typename T, typename R>
 void instance_norm_nhwc(const NormArgs<T, R>& a) {
   using Acc = acc_t<T>;
-  const int64_t n = a.dims.n, c = a.dims.c;
-  const PixelRuns runs = pixel_runs(n, a.dims.hw);
-  std::vector<Acc> shift;
-  std::vector<Moments<Acc>> moments;
-  nhwc_moments(a.x, a.dims, runs, static_cast<const Acc*>(nullptr), nullptr, 1, Acc(a.eps), shift, moments);
-  std::vector<Acc> center(n * c), scale(n * c), offset(n * c);
-  for (int64_t i = 0; i < n * c; ++i) {
-    const auto affine = channel_affine(a.weight, a.bias, i % c, inverse_std(moments[i].var, Acc(a.eps)));
-    center[i] = moments[i].mean;
-    scale[i] = affine.scale;
-    offset[i] = affine.offset;
-  }
-  affine_pixels_nhwc(a, runs, center, scale, offset);
+  const int64_t n = a.dims.n, c = a.dims.c, hw = a.dims.hw;
+  const bool parallel = worth_parallel(n * c * hw);
+  const PixelRuns runs = pixel_runs(n, hw, parallel ? max_threads() : 1);
+  std::vector<Acc> records(runs.tasks(n) * RunRecords{c, 1}.size());
+  sum_then_write(
+      runs, n, parallel, [&] { return AffineScratch<Acc>(c, widening_buffer<T>(kChannelBlock<Acc>)); },
+      [&](int64_t task, AffineScratch<Acc>& s) {
+        sum_run_into(a.x, a.dims, runs, task, static_cast<const Acc*>(nullptr), 1, s.pixel.data(), records.data());
+      },
+      [&](int64_t task, AffineScratch<Acc>& s) {
+        const int64_t sample = runs.sample(task);
+        if (s.sample != sample) instance_coefficients(a, records.data(), runs, sample, s);
+        affine_pixels(a, sample, runs.begin(task), runs.end(task), s.center.data(), s.scale.data(), s.offset.data(),
+                      s.pixel.data(), s.out.data());
+      });
 }
 
 // Shifted sums of elements [start, end) of one layer_norm sample.
@@ -164,7 +199,7 @@ std::vector<Moments<acc_t<T>>> sample_moments(const T* x, int64_t n, int64_t per
   std::vector<ShiftedSums<Acc>> partial(n * chunks);
 #pragma omp parallel if (worth_parallel(n * per_sample))
   {
-    std::vector<Acc> tile(kTile);
+    std::vector<Acc> tile(widening_buffer<T>());
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < n * chunks; ++task) {
       const int64_t sample = task / chunks;
@@ -200,7 +235,7 @@ void layer_norm_nchw(const NormArgs<T, R>& a, const std::vector<Moments<acc_t<T>
   const int64_t rows = a.dims.n * a.dims.c;
 #pragma omp parallel if (worth_parallel(rows * a.dims.hw))
   {
-    std::vector<Acc> tile(kTile), out(kTile);
+    std::vector<Acc> tile(widening_buffer<T>()), out(widening_buffer<T>());
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) layer_norm_row(a, moments[row / a.dims.c], row, tile.data(), out.data());
   }
@@ -218,7 +253,7 @@ void layer_norm_nhwc(const NormArgs<T, R>& a, const std::vector<Moments<acc_t<T>
     scale[i] = affine.scale;
     offset[i] = affine.offset;
   }
-  affine_pixels_nhwc(a, pixel_runs(n, a.dims.hw), center, scale, offset);
+  affine_pixels_nhwc(a, center, scale, offset);
 }
 
 }  // namespace

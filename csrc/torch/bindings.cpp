@@ -11,6 +11,7 @@
 #include <optional>
 #include <tuple>
 
+#include "cpu_ops.h"
 #include "lmt/cpu_winograd.h"
 #include "lmt/norm_cpu.h"
 
@@ -75,8 +76,12 @@ at::ScalarType accumulation_dtype(at::ScalarType t) { return t == at::kDouble ? 
 
 Dims dims_of(const Tensor& x) { return {x.size(0), x.size(1), x.size(2) * x.size(3)}; }
 
-// Small inputs (masks, gamma, beta, weight, bias) go in the accumulation dtype, contiguous.
-Tensor widened(const Tensor& t, at::ScalarType acc) { return t.to(acc).contiguous(); }
+// Small inputs (masks, gamma, beta, weight, bias) go in the accumulation dtype, contiguous. Most already
+// are: then no .to() (a dispatcher call, a few hundred ns each, on every op call).
+Tensor widened(const Tensor& t, at::ScalarType acc) {
+  if (t.scalar_type() == acc && t.is_contiguous()) return t;
+  return t.to(acc).contiguous();
+}
 
 template <typename T>
 const T* data_as(const Tensor& t) {
@@ -300,6 +305,31 @@ Tensor winograd_output_transform_cpu(const Tensor& m_in, const std::optional<Ten
 }
 
 }  // namespace
+
+namespace lmt {
+namespace torch_cpu {
+
+std::tuple<Tensor, Tensor> masked_moments(const Tensor& x, const Tensor& masks, double eps) {
+  return masked_moments_cpu(x, masks, eps);
+}
+
+Tensor region_adain(const Tensor& x, const Tensor& masks, const Tensor& gamma, const Tensor& beta, bool region_stats,
+                    double eps, int64_t activation, const std::optional<Tensor>& residual) {
+  return region_adain_cpu(x, masks, gamma, beta, region_stats, eps, activation, residual);
+}
+
+Tensor instance_norm(const Tensor& x, const std::optional<Tensor>& weight, const std::optional<Tensor>& bias,
+                     double eps, int64_t activation, const std::optional<Tensor>& residual) {
+  return spatial_norm_cpu<false>(x, weight, bias, eps, activation, residual);
+}
+
+Tensor layer_norm(const Tensor& x, const std::optional<Tensor>& weight, const std::optional<Tensor>& bias, double eps,
+                  int64_t activation, const std::optional<Tensor>& residual) {
+  return spatial_norm_cpu<true>(x, weight, bias, eps, activation, residual);
+}
+
+}  // namespace torch_cpu
+}  // namespace lmt
 
 TORCH_LIBRARY(lmt, m) {
   m.def("masked_moments(Tensor x, Tensor masks, float eps) -> (Tensor, Tensor)");

@@ -182,13 +182,54 @@ def resolve_backend(
     return name
 
 
+_grad_enabled = torch.is_grad_enabled
+_any_requires_grad = torch._C._any_requires_grad  # what torch.library's autograd wrapper asks too
+
+
+def needs_grad(tensors) -> bool:
+    """Whether autograd records a call with these inputs (None and non-tensors are skipped)."""
+    return _grad_enabled() and _any_requires_grad(*tensors)
+
+
+# implementation() runs on every op call, and resolving a backend takes microseconds, as long as a small
+# kernel: its answers are kept per (op, backend, device, dtype) and valid for as long as the registry holds
+# the same Backend records. They are compared on each call (a tuple of a few references), so the cache
+# also notices a registry edited in place or swapped (as tests do), not only register_backend.
+_resolved: dict = {}
+_resolved_for: tuple = ()
+
+
 def implementation(op: str, backend: str, x: torch.Tensor, *tensors) -> Callable:
     """The callable that runs ``op`` for input ``x`` (``tensors``: the other inputs, for grad detection)."""
-    requires_grad = torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in (x, *tensors)
-    )
-    name = resolve_backend(backend, x.device, op=op, dtype=x.dtype, requires_grad=requires_grad)
+    global _resolved_for
+    registered = tuple(_REGISTRY.values())
+    if registered != _resolved_for:
+        _resolved.clear()
+        _resolved_for = registered
+    key = (op, backend, x.device, x.dtype) if isinstance(backend, str) else None
+    found = _resolved.get(key)
+    if found is None:
+        found = _resolve_ignoring_grad(op, backend, x, tensors)
+        if key is not None:
+            _resolved[key] = found
+    impl, differentiable = found
+    # The backend chosen regardless of gradients is also chosen when they are needed if it is differentiable
+    # ("auto" only drops backends that are not); otherwise a call that needs them is resolved again.
+    if differentiable or not needs_grad((x, *tensors)):
+        return impl
+    name = resolve_backend(backend, x.device, op=op, dtype=x.dtype, requires_grad=True)
     return _REGISTRY[name].impls[op]
+
+
+def _resolve_ignoring_grad(op: str, backend: str, x: torch.Tensor, tensors) -> tuple:
+    """(implementation, differentiable) of the backend that runs ``op`` on x when no gradient is needed."""
+    try:
+        name = resolve_backend(backend, x.device, op=op, dtype=x.dtype)
+    except ValueError:  # raise the error this very call gets (its "usable instead" depends on gradients)
+        resolve_backend(backend, x.device, op=op, dtype=x.dtype, requires_grad=needs_grad((x, *tensors)))
+        raise
+    record = _REGISTRY[name]
+    return record.impls[op], record.differentiable
 
 
 register_backend("reference", reference.IMPLS, devices=None, differentiable=True)

@@ -13,8 +13,9 @@ a backend to register (``lmt_fast.ops.cpu``; a CUDA backend can register the sam
 They do the Python-side half of the schema contract: masks cast to the accumulation dtype and resized
 exactly as ``reference.resize_masks`` does, activation names turned into the schema's integer codes.
 ``highway_adain`` has no schema of its own: it is ``region_adain`` with masks ``[m, 1 - m]`` and
-stacked styles (a (N, 2, H, W) cat is small next to x); the kernels recognise an exactly complementary
-pair and then read one mask plane instead of two.
+stacked styles (a (N, 2, H, W) tensor is small next to x); the kernels recognise an exactly complementary
+pair and then read one mask plane instead of two. On the CPU, calls that need no gradient skip the
+dispatcher where it has nothing to do (``_run``).
 
 Raises ImportError, with the reason, when the compiled extension is not available, so the backends
 that need it are reported unavailable instead of failing ``import lmt_fast``.
@@ -27,6 +28,7 @@ import torch
 from lmt_fast import _extension
 
 from . import reference
+from .dispatch import needs_grad
 
 if _extension.extension is None:
     raise ImportError(f"the compiled op library is unavailable: {_extension.unavailable_reason}", name="lmt_fast._C")
@@ -53,51 +55,114 @@ def has_kernel(dispatch_key: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def _run(op, *args):
-    """Call ``op``; when no tensor argument needs a gradient, below the autograd layer.
+# The overloads, looked up once (three attribute lookups through torch.ops per call otherwise).
+_MASKED_MOMENTS = torch.ops.lmt.masked_moments.default
+_REGION_ADAIN = torch.ops.lmt.region_adain.default
+_INSTANCE_NORM = torch.ops.lmt.instance_norm.default
+_LAYER_NORM = torch.ops.lmt.layer_norm.default
+# OpOverload.__call__ only forwards to the C++ callable `_op`; calling that directly saves a Python frame
+# where no tracer needs to see the overload (torch.compile is given the overload itself).
+_DIRECT = {op: getattr(op, "_op", op) for op in (_MASKED_MOMENTS, _REGION_ADAIN, _INSTANCE_NORM, _LAYER_NORM)}
+# lmt_fast._C's direct entry points into the CPU kernels (csrc/torch/module.cpp); None in an older build.
+_CPU_ENTRY = {
+    op: getattr(_extension.extension, f"{name}_cpu", None)
+    for op, name in (
+        (_MASKED_MOMENTS, "masked_moments"),
+        (_REGION_ADAIN, "region_adain"),
+        (_INSTANCE_NORM, "instance_norm"),
+        (_LAYER_NORM, "layer_norm"),
+    )
+}
+_BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
+_has_torch_function = torch._C._has_torch_function
+_is_compiling = torch.compiler.is_compiling
+_FLOAT64, _FLOAT32 = torch.float64, torch.float32
+
+
+def _run(op, tensors, *args):
+    """Call ``op(*args)``; when none of ``tensors`` (its tensor arguments) needs a gradient, below the
+    autograd layer, and if the dispatcher would then hand the call to the CPU kernel, straight to it.
 
     The autograd kernel that register_autograd installs is Python and costs about 5 us a call even when
-    nothing requires grad (a model's forward at inference); skipping it is what it would do anyway.
-    Under torch.compile the op is called as is, for the tracer to see the autograd formula.
+    nothing requires grad (a model's forward at inference); skipping it is what it would do anyway. The
+    dispatcher itself costs ~2 us from Python; lmt_fast._C's entry points skip it where it has nothing to
+    do (they decline, returning None, any call it would route elsewhere; __torch_function__ overrides and
+    modes, which see torch.ops calls, are ruled out here). Under torch.compile the op is called as is, for
+    the tracer to see the autograd formula.
     """
-    if torch.compiler.is_compiling() or (
-        torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
-    ):
+    if _is_compiling() or needs_grad(tensors):
         return op(*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op(*args)
+    direct = _CPU_ENTRY[op]
+    if direct is not None and not _has_torch_function(tensors):
+        out = direct(*args)
+        if out is not None:
+            return out
+    with _BELOW_AUTOGRAD():
+        return _DIRECT[op](*args)
 
 
 def _masks_at(masks: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return reference.resize_masks(masks, x.shape[-2:], reference.accumulation_dtype(x.dtype))
+    """reference.resize_masks to x's size in the accumulation dtype; masks already so are passed as they are."""
+    acc = _FLOAT64 if x.dtype == _FLOAT64 else _FLOAT32
+    m_shape, x_shape = masks.shape, x.shape
+    if masks.dtype == acc and m_shape[2] == x_shape[2] and m_shape[3] == x_shape[3]:
+        return masks
+    return reference.resize_masks(masks, x_shape[-2:], acc)
 
 
 def masked_moments(x, masks, eps=1e-5):
-    return _run(torch.ops.lmt.masked_moments.default, x, _masks_at(masks, x), float(eps))
+    masks = _masks_at(masks, x)
+    return _run(_MASKED_MOMENTS, (x, masks), x, masks, float(eps))
 
 
 def region_adain(x, masks, gamma, beta, stats="global", eps=1e-5, activation=None, residual=None):
-    return _run(torch.ops.lmt.region_adain.default, x, _masks_at(masks, x), gamma, beta, stats == "region",
+    masks = _masks_at(masks, x)
+    return _run(_REGION_ADAIN, (x, masks, gamma, beta, residual), x, masks, gamma, beta, stats == "region",
                 float(eps), ACTIVATION_CODES[activation], residual)
+
+
+# (base, sign) = ([0, 1], [1, -1]) as (1, 2, 1, 1) tensors per (dtype, device): [m, 1 - m] = base + m * sign.
+_PAIR_CONSTANTS: dict = {}
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+
+
+def _pair_constants(m: torch.Tensor) -> tuple:
+    # Normal tensors even under inference_mode: autograd refuses inference tensors in later calls.
+    with torch.inference_mode(False):
+        base = torch.tensor([0.0, 1.0], dtype=m.dtype, device=m.device).view(1, 2, 1, 1)
+        sign = torch.tensor([1.0, -1.0], dtype=m.dtype, device=m.device).view(1, 2, 1, 1)
+    _PAIR_CONSTANTS[(m.dtype, m.device)] = (base, sign)
+    return base, sign
+
+
+def _complementary_pair(m: torch.Tensor) -> torch.Tensor:
+    """[m, 1 - m] along dim 1: in a plain eager call one op with cached constants (a cat of m and 1 - m is
+    three ops), exact since 0 + m * 1 == m and 1 + m * -1 == 1 - m in floating point (a fused multiply-add
+    rounds once, to the same value). Traced or under a dispatch mode (a FakeTensorMode would fake cached
+    constants for every later call) it is the plain cat."""
+    if _is_compiling() or _dispatch_modes():
+        return torch.cat([m, 1 - m], dim=1)
+    base, sign = _PAIR_CONSTANTS.get((m.dtype, m.device)) or _pair_constants(m)
+    return torch.addcmul(base, m, sign)
 
 
 def highway_adain(x, mask, gamma_f, beta_f, gamma_b, beta_b, eps=1e-5):
     # The spec stacks [m, 1 - m] before resizing; resizing m first (bilinear weights sum to one, so the
     # two agree up to rounding) makes the pair exactly complementary, which the kernels run faster.
     # gamma/beta are widened to the accumulation dtype by the op (stack promotes mixed dtypes exactly).
-    m = _masks_at(mask, x)
-    return _run(torch.ops.lmt.region_adain.default, x, torch.cat([m, 1 - m], dim=1),
-                torch.stack([gamma_f, gamma_b], dim=1), torch.stack([beta_f, beta_b], dim=1), False, float(eps), 0,
-                None)
+    masks = _complementary_pair(_masks_at(mask, x))
+    gamma, beta = torch.stack([gamma_f, gamma_b], dim=1), torch.stack([beta_f, beta_b], dim=1)
+    return _run(_REGION_ADAIN, (x, masks, gamma, beta), x, masks, gamma, beta, False, float(eps), 0, None)
 
 
 def instance_norm(x, weight=None, bias=None, eps=1e-5, activation=None, residual=None):
-    return _run(torch.ops.lmt.instance_norm.default, x, weight, bias, float(eps), ACTIVATION_CODES[activation],
-                residual)
+    return _run(_INSTANCE_NORM, (x, weight, bias, residual), x, weight, bias, float(eps),
+                ACTIVATION_CODES[activation], residual)
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5, activation=None, residual=None):
-    return _run(torch.ops.lmt.layer_norm.default, x, weight, bias, float(eps), ACTIVATION_CODES[activation], residual)
+    return _run(_LAYER_NORM, (x, weight, bias, residual), x, weight, bias, float(eps), ACTIVATION_CODES[activation],
+                residual)
 
 
 IMPLS = {

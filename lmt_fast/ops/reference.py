@@ -92,100 +92,115 @@ def _epilogue(y, x, activation, residual):
 # --------------------------------------------------------------------------------------------------
 
 
+# They run on every call of a public op, so they read each tensor's shape and device once and compare
+# torch.Size with plain tuples (the tuple() conversions are left to the error messages).
+
+
 def _shape(t: torch.Tensor) -> tuple:
     return tuple(t.shape)
 
 
-def _check_tensor(name: str, t, x: Optional[torch.Tensor] = None, allow_bool: bool = False) -> None:
+def _check_tensor(name: str, t, device: Optional[torch.device] = None, allow_bool: bool = False) -> None:
+    """t is a floating (or bool) tensor, on ``device`` (x's) unless that is None."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if not (t.is_floating_point() or (allow_bool and t.dtype == torch.bool)):
         kinds = "a floating-point (or bool)" if allow_bool else "a floating-point"
         raise TypeError(f"{name} must be {kinds} tensor, got dtype {t.dtype}")
-    if x is not None and t.device != x.device:
-        raise ValueError(f"{name} is on device {t.device} but x is on {x.device}; move both to one device")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on device {t.device} but x is on {device}; move both to one device")
 
 
-def _check_x(x) -> None:
+def _check_x(x) -> torch.Size:
+    """Checks x; returns its shape."""
     _check_tensor("x", x)
-    if x.dim() != 4:
-        raise ValueError(f"x must be 4-D (N, C, H, W), got shape {_shape(x)}")
-    if min(x.shape[1:]) < 1:
-        raise ValueError(f"x must have C, H, W >= 1, got shape {_shape(x)}")
+    shape = x.shape
+    if len(shape) != 4:
+        raise ValueError(f"x must be 4-D (N, C, H, W), got shape {tuple(shape)}")
+    if shape[1] < 1 or shape[2] < 1 or shape[3] < 1:
+        raise ValueError(f"x must have C, H, W >= 1, got shape {tuple(shape)}")
+    return shape
 
 
-def _check_masks(name: str, masks, x: torch.Tensor, k: Optional[int] = None) -> None:
-    _check_tensor(name, masks, x, allow_bool=True)
-    if masks.dim() != 4:
-        raise ValueError(f"{name} must be 4-D (N, K, Hm, Wm), got shape {_shape(masks)}")
-    if masks.shape[0] != x.shape[0]:
+def _check_masks(name: str, masks, x_shape: torch.Size, device, k: Optional[int] = None) -> torch.Size:
+    """Checks masks against x's shape and device; returns the masks' shape."""
+    _check_tensor(name, masks, device, allow_bool=True)
+    shape = masks.shape
+    if len(shape) != 4:
+        raise ValueError(f"{name} must be 4-D (N, K, Hm, Wm), got shape {tuple(shape)}")
+    if shape[0] != x_shape[0]:
         raise ValueError(
-            f"{name} has batch size {masks.shape[0]} but x has {x.shape[0]} "
-            f"({name} shape {_shape(masks)}, x shape {_shape(x)})"
+            f"{name} has batch size {shape[0]} but x has {x_shape[0]} "
+            f"({name} shape {tuple(shape)}, x shape {tuple(x_shape)})"
         )
-    if masks.shape[1] < 1 or min(masks.shape[2:]) < 1:
-        raise ValueError(f"{name} must have K, Hm, Wm >= 1, got shape {_shape(masks)}")
-    if k is not None and masks.shape[1] != k:
-        raise ValueError(f"{name} must have {k} channel(s), got shape {_shape(masks)}")
+    if shape[1] < 1 or shape[2] < 1 or shape[3] < 1:
+        raise ValueError(f"{name} must have K, Hm, Wm >= 1, got shape {tuple(shape)}")
+    if k is not None and shape[1] != k:
+        raise ValueError(f"{name} must have {k} channel(s), got shape {tuple(shape)}")
+    return shape
 
 
-def _check_shaped(name: str, t, x: torch.Tensor, expected: tuple, layout: str) -> None:
-    _check_tensor(name, t, x)
-    if _shape(t) != expected:
+def _check_shaped(name: str, t, device, expected: tuple, layout: str) -> None:
+    _check_tensor(name, t, device)
+    if t.shape != expected:
         raise ValueError(f"{name} must have shape {layout} = {expected}, got {_shape(t)}")
 
 
 def _check_eps(eps) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+    # A float is by far the common case; isinstance(eps, numbers.Real) is a slower ABC check.
+    if type(eps) is not float and (isinstance(eps, bool) or not isinstance(eps, numbers.Real)):
         raise TypeError(f"eps must be a Python number, got {type(eps).__name__}")
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be finite and > 0, got {eps}")
 
 
-def _check_epilogue(x: torch.Tensor, activation, residual) -> None:
+def _check_epilogue(x_shape: torch.Size, device, activation, residual) -> None:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if residual is not None:
-        _check_shaped("residual", residual, x, _shape(x), "x.shape")
+        _check_shaped("residual", residual, device, tuple(x_shape), "x.shape")
 
 
 def check_masked_moments_args(x, masks, eps) -> None:
-    _check_x(x)
-    _check_masks("masks", masks, x)
+    x_shape = _check_x(x)
+    _check_masks("masks", masks, x_shape, x.device)
     _check_eps(eps)
 
 
 def check_region_adain_args(x, masks, gamma, beta, stats, eps, activation, residual) -> None:
-    _check_x(x)
-    _check_masks("masks", masks, x)
-    n, c = x.shape[:2]
-    k = masks.shape[1]
-    _check_shaped("gamma", gamma, x, (n, k, c), "(N, K, C)")
-    _check_shaped("beta", beta, x, (n, k, c), "(N, K, C)")
+    x_shape = _check_x(x)
+    device = x.device
+    k = _check_masks("masks", masks, x_shape, device)[1]
+    expected = (x_shape[0], k, x_shape[1])
+    _check_shaped("gamma", gamma, device, expected, "(N, K, C)")
+    _check_shaped("beta", beta, device, expected, "(N, K, C)")
     if stats not in STATS_MODES:
         raise ValueError(f"stats must be one of {STATS_MODES}, got {stats!r}")
     _check_eps(eps)
-    _check_epilogue(x, activation, residual)
+    _check_epilogue(x_shape, device, activation, residual)
 
 
 def check_highway_adain_args(x, mask, gamma_f, beta_f, gamma_b, beta_b, eps) -> None:
-    _check_x(x)
-    _check_masks("mask", mask, x, k=1)
-    n, c = x.shape[:2]
+    x_shape = _check_x(x)
+    device = x.device
+    _check_masks("mask", mask, x_shape, device, k=1)
+    expected = (x_shape[0], x_shape[1])
     for name, t in (("gamma_f", gamma_f), ("beta_f", beta_f), ("gamma_b", gamma_b), ("beta_b", beta_b)):
-        _check_shaped(name, t, x, (n, c), "(N, C)")
+        _check_shaped(name, t, device, expected, "(N, C)")
     _check_eps(eps)
 
 
 def check_norm_args(x, weight, bias, eps, activation, residual) -> None:
     """Checks for instance_norm and layer_norm (same argument list)."""
-    _check_x(x)
-    c = x.shape[1]
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None:
-            _check_shaped(name, t, x, (c,), "(C,)")
+    x_shape = _check_x(x)
+    device = x.device
+    expected = (x_shape[1],)
+    if weight is not None:
+        _check_shaped("weight", weight, device, expected, "(C,)")
+    if bias is not None:
+        _check_shaped("bias", bias, device, expected, "(C,)")
     _check_eps(eps)
-    _check_epilogue(x, activation, residual)
+    _check_epilogue(x_shape, device, activation, residual)
 
 
 # --------------------------------------------------------------------------------------------------

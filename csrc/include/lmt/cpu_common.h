@@ -51,7 +51,7 @@ namespace cpu {
 namespace detail {
 
 constexpr int64_t kTile = 512;         // pixels per NCHW tile: a few KB, stays in L1
-constexpr int64_t kPixelTile = 64;     // pixels per NHWC tile (times all channels)
+constexpr int64_t kPixelTile = 256;    // pixels per NHWC tile (times a block of channels)
 constexpr int64_t kShiftSamples = 16;  // samples averaged into the shift of a slice
 // Below this many elements the fork/join costs more than the work.
 constexpr int64_t kParallelMinElements = 1 << 15;
@@ -66,7 +66,35 @@ inline int max_threads() {
 
 inline bool worth_parallel(int64_t elements) { return elements >= kParallelMinElements; }
 
+// This thread's contiguous share [begin, end) of `count` items cut into equal parts, one per thread of
+// the enclosing parallel region (all of them outside one).
+struct ThreadShare {
+  int64_t begin, end;
+};
+
+inline ThreadShare thread_share(int64_t count) {
+#ifdef _OPENMP
+  const int64_t thread = omp_get_thread_num(), threads = omp_get_num_threads();
+#else
+  const int64_t thread = 0, threads = 1;
+#endif
+  return {count * thread / threads, count * (thread + 1) / threads};
+}
+
 // ---- loading and storing spans ---------------------------------------------------------------------
+
+// Values per step of a sweep over a contiguous slice of `len` values: all of them when T is read in place
+// (sums then stay in registers from one end of the slice to the other), else a tile for `buffer`.
+template <typename T>
+constexpr int64_t sweep_step(int64_t len) {
+  return std::is_same_v<T, acc_t<T>> ? std::max<int64_t>(len, 1) : kTile;
+}
+
+// Size of a tile buffer for load_span / output_span: none when T is used in place.
+template <typename T>
+constexpr int64_t widening_buffer(int64_t len = kTile) {
+  return std::is_same_v<T, acc_t<T>> ? 0 : len;
+}
 
 // A contiguous span of T as acc_t<T>: float/double are used in place, half types widened into `buffer`.
 template <typename T>
@@ -141,9 +169,9 @@ LMT_INLINE acc_t<T> sample_shift(const T* x, int64_t count, int64_t stride) {
   using Acc = acc_t<T>;
   const int64_t samples = std::min(count, kShiftSamples);
   const int64_t step = (count / samples) * stride;
-  Acc total = 0;
-  for (int64_t i = 0; i < samples; ++i) total += to_acc(x[i * step]);
-  return total / Acc(samples);
+  Acc part[4] = {0, 0, 0, 0};  // four chains of adds instead of one: this is paid once per slice
+  for (int64_t i = 0; i < samples; ++i) part[i % 4] += to_acc(x[i * step]);
+  return ((part[0] + part[1]) + (part[2] + part[3])) / Acc(samples);
 }
 
 template <typename Acc>
@@ -158,6 +186,16 @@ struct ShiftedSums {
 template <typename Acc>
 constexpr int64_t kLanes = 128 / sizeof(Acc);
 
+// a[j] += a[j + kWidth] (and b) for j < kWidth, then the same on the first half, down to one lane: a
+// pairwise fold whose every step is one vector add of a fixed width (a plain reduction loop would end in
+// a chain of scalar adds, paid once per slice).
+template <int64_t kWidth, typename Acc>
+LMT_INLINE void fold_halves(Acc* a, Acc* b) {
+#pragma omp simd
+  for (int64_t j = 0; j < kWidth; ++j) a[j] += a[j + kWidth], b[j] += b[j + kWidth];
+  if constexpr (kWidth > 1) fold_halves<kWidth / 2>(a, b);
+}
+
 template <typename Acc>
 struct LaneSums {
   Acc s1[kLanes<Acc>] = {}, s2[kLanes<Acc>] = {};
@@ -165,9 +203,7 @@ struct LaneSums {
   ShiftedSums<Acc> fold() const {
     Acc a[kLanes<Acc>], b[kLanes<Acc>];
     for (int64_t j = 0; j < kLanes<Acc>; ++j) a[j] = s1[j], b[j] = s2[j];
-    for (int64_t width = kLanes<Acc> / 2; width > 0; width /= 2) {
-      for (int64_t j = 0; j < width; ++j) a[j] += a[j + width], b[j] += b[j + width];
-    }
+    fold_halves<kLanes<Acc> / 2>(a, b);
     return {a[0], b[0]};
   }
 };

@@ -21,8 +21,9 @@ LMT_INLINE Moments<acc_t<T>> row_moments(const T* x, int64_t hw, acc_t<T>* tile_
   using Acc = acc_t<T>;
   const Acc shift = sample_shift(x, hw, 1);
   LaneSums<Acc> sums;
-  for (int64_t start = 0; start < hw; start += kTile) {
-    const int64_t len = std::min(kTile, hw - start);
+  const int64_t step = sweep_step<T>(hw);
+  for (int64_t start = 0; start < hw; start += step) {
+    const int64_t len = std::min(step, hw - start);
     add_shifted_sums(load_span(x + start, len, tile_buffer), len, shift, sums);
   }
   return plain_moments(shift, sums.fold(), Acc(hw));
