@@ -36,7 +36,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_ops_cpu import cpu_model  # noqa: E402
 from lmt_fast.models import LOMITConfig, LOMITGenerator, count_parameters  # noqa: E402
 from lmt_fast.models.layers import Norm  # noqa: E402
 from lmt_fast.runtime import fused  # noqa: E402
@@ -230,14 +231,7 @@ def run_case(variants: dict, size: int, batch: int, args, failures: dict, first_
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
+    return cpu_model()
 
 
 def versions() -> dict:
