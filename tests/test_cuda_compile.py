@@ -3,7 +3,8 @@ sm_90 without warnings, the torch-free C API header is valid C and C++, and (whe
 at hand) the torch glue in csrc/torch_cuda parses.
 
 Skipped with a reason where nvcc (or a host compiler) is missing. Runtime behaviour of the kernels is
-tested on a GPU by tests/test_ops_cuda.py.
+tested on the CPU through the CUDA emulator by tests/test_cuda_emulated.py, and on a GPU by
+tests/test_ops_cuda.py.
 """
 from __future__ import annotations
 

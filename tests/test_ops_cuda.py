@@ -27,6 +27,7 @@ if not torch.cuda.is_available():
 
 from lmt_fast import ops  # noqa: E402
 from lmt_fast.ops import backends, reference  # noqa: E402
+from spec_tolerance import MOMENTS_REL_ATOL, REL_ATOL, assert_close_to_spec, run_references  # noqa: E402
 
 if "cuda" not in ops.available_backends("cuda"):
     pytest.skip(f"the 'cuda' op backend is not registered: {backends.unavailable.get('cuda', 'unknown reason')}",
@@ -38,9 +39,6 @@ FORCE_PATH_ENV = "LMT_FAST_CUDA_FORCE_PATH"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 PATHS = ["auto", "onepass", "split"]
 LAYOUTS = ["nchw", "nhwc"]
-# atol, relative to max(1, max |reference|): about one unit in the last place of the output dtype.
-REL_ATOL = {torch.float32: 2e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
-MOMENTS_REL_ATOL = 2e-5  # statistics are float32 for every input dtype
 
 # (N, C, H, W, K): odd and even sizes, C in {1, 5, 64, 256}, K in {1, 2, 3}; vector-width rows
 # (H*W or C a multiple of 8) and scalar ones.
@@ -116,27 +114,6 @@ def run_cuda(op, *args, **kwargs):
     """One call of the public op on the cuda backend, into poisoned memory."""
     poison_allocator()
     return getattr(ops, op)(*args, backend=BACKEND, **kwargs)
-
-
-def to64(value):
-    return value.double() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
-
-def run_references(op, *args, **kwargs):
-    """(float64 reference, reference in the inputs' own dtypes)."""
-    spec = getattr(reference, op)
-    exact = spec(*[to64(a) for a in args], **{k: to64(v) for k, v in kwargs.items()})
-    same = spec(*args, **kwargs)
-    return exact, same
-
-
-def assert_close_to_spec(out, exact, same, rel_atol, what=""):
-    assert torch.isfinite(out).all(), f"{what}: non-finite values in the output (an unwritten element?)"
-    err = (out.double() - exact.double()).abs().max().item()
-    ref_err = (same.double() - exact.double()).abs().max().item()
-    atol = rel_atol * max(1.0, exact.abs().max().item())
-    assert err <= 2 * ref_err + atol, (
-        f"{what}: max error {err:.3g} > 2 x reference-in-same-dtype error {ref_err:.3g} + atol {atol:.3g}")
 
 
 def assert_output_like_x(out, x):

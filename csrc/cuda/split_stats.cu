@@ -46,11 +46,14 @@ __global__ void __launch_bounds__(kRowThreads) partial_rows_kernel(const OpArgs 
     const float* m = a.masked_stats ? a.masks + ((row / a.c) * a.k + k) * a.hw + start : nullptr;
     float w = 0.f, s = 0.f;
     if (m == nullptr) {
-      w = static_cast<float>(count);
+      // This thread's own element count: w is summed over the block below, like s.
 #pragma unroll
-      for (int j = 0; j < kVectors; ++j)
+      for (int j = 0; j < kVectors; ++j) {
+        if (index(j) >= count) continue;
+        w += static_cast<float>(VEC);
 #pragma unroll
         for (int e = 0; e < VEC; ++e) s += v[j][e];
+      }
     } else {
 #pragma unroll
       for (int j = 0; j < kVectors; ++j) {
