@@ -77,13 +77,60 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LMT_FAST_EMU_CACHE", Path.home() / ".cache" / "lmt_fast" / "cuda_emu"))
 
 
+def _compiler(compiler: str | None) -> str:
+    compiler = compiler or find_compiler()
+    if compiler is None:
+        raise EmulatorBuildError("no C++ compiler (g++ or clang++) found")
+    return compiler
+
+
+def _rewritten_sources(work: Path, sources: list[Path]) -> list[Path]:
+    """The kernel directory and `sources`, rewritten into `work`; returns the rewritten `sources`."""
+    for path in {*CUDA_DIR.iterdir(), *sources}:
+        (work / path.name).write_text(rewrite(path.name, path.read_text()))
+    return [work / p.name for p in sources]
+
+
+def _flags(work: Path, extra_includes=()) -> list[str]:
+    return ["-std=c++17", "-O2", "-fPIC", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function",
+            f"-I{EMU_DIR / 'include'}", f"-I{CSRC / 'include'}", f"-I{work}",
+            *(f"-isystem{path}" for path in extra_includes)]
+
+
+def _compile(compiler: str, units: list[Path], flags: list[str], work: Path, jobs: int) -> list[Path]:
+    objects, running = [], []
+    for unit in units:
+        obj = work / (unit.stem + ".o")
+        objects.append(obj)
+        running.append((unit, subprocess.Popen([compiler, *flags, "-x", "c++", "-c", str(unit), "-o", str(obj)],
+                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+        if len(running) >= jobs:
+            _wait(running.pop(0))
+    for item in running:
+        _wait(item)
+    return objects
+
+
+def _link(compiler: str, target: Path, arguments: list[str]) -> None:
+    """Link into a temporary name, then rename: a concurrent build never loads half a file."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    _wait((target, subprocess.Popen([compiler, "-o", str(partial), *arguments],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+    os.replace(partial, target)
+
+
+def _wait(item) -> None:
+    unit, proc = item
+    output, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise EmulatorBuildError(f"compiling {unit} for the emulator failed:\n{output[-4000:]}")
+
+
 def build(compiler: str | None = None, jobs: int = 2, selftest: bool = False) -> Path:
     """Compile the emulated library (cached by source hash) and return its path.
 
     selftest=True builds tests/data/emu_selftest.cu (kernels with deliberate bugs) instead of csrc/cuda."""
-    compiler = compiler or find_compiler()
-    if compiler is None:
-        raise EmulatorBuildError("no C++ compiler (g++ or clang++) found")
+    compiler = _compiler(compiler)
     sources = [SELFTEST_SOURCE] if selftest else sorted(CUDA_DIR.glob("*.cu"))
     name = "liblmt_cuda_emu_selftest" if selftest else "liblmt_cuda_emu"
     target = cache_dir() / f"{name}_{source_digest(compiler, sources)}.so"
@@ -92,34 +139,38 @@ def build(compiler: str | None = None, jobs: int = 2, selftest: bool = False) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lmt_cuda_emu_") as tmp:
         work = Path(tmp)
-        for path in {*CUDA_DIR.iterdir(), *sources}:
-            (work / path.name).write_text(rewrite(path.name, path.read_text()))
-        units = [*(work / p.name for p in sources), EMU_DIR / "emu_control.cpp"]
-        flags = ["-std=c++17", "-O2", "-fPIC", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-function",
-                 f"-I{EMU_DIR / 'include'}", f"-I{CSRC / 'include'}", f"-I{work}"]
-        objects = []
-        procs = []
-        for unit in units:
-            obj = work / (unit.stem + ".o")
-            objects.append(obj)
-            procs.append((unit, subprocess.Popen([compiler, *flags, "-x", "c++", "-c", str(unit), "-o", str(obj)],
-                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-            if len(procs) >= jobs:
-                _wait(procs.pop(0))
-        for proc in procs:
-            _wait(proc)
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        _wait((target, subprocess.Popen([compiler, "-shared", "-o", str(partial), *map(str, objects)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-        os.replace(partial, target)  # atomic: a concurrent build never loads half a file
+        units = [*_rewritten_sources(work, sources), EMU_DIR / "emu_control.cpp"]
+        objects = _compile(compiler, units, _flags(work), work, jobs)
+        _link(compiler, target, ["-shared", *map(str, objects)])
     return target
 
 
-def _wait(item) -> None:
-    unit, proc = item
-    output, _ = proc.communicate()
-    if proc.returncode != 0:
-        raise EmulatorBuildError(f"compiling {unit} for the emulator failed:\n{output[-4000:]}")
+def build_trt_plugin(tensorrt_include: Path, compiler: str | None = None, jobs: int = 2) -> tuple[Path, Path]:
+    """The TensorRT plugin (csrc/trt) with emulated kernels, and plugin_check against emulated CUDA memory.
+
+    Returns (library, plugin_check). Needs TensorRT's headers only: `plugin_check LIBRARY --gpu` drives the
+    plugin as TensorRT does and compares enqueue with a float64 reference, here on the CPU."""
+    compiler = _compiler(compiler)
+    trt = CSRC / "trt"
+    plugin_sources = [trt / "region_adain_plugin.cpp", trt / "plugin_library.cpp"]
+    checker_source = trt / "check" / "plugin_check.cpp"
+    kernels = sorted(CUDA_DIR.glob("*.cu"))
+    digest = source_digest(compiler + str(tensorrt_include),
+                           [*kernels, *plugin_sources, checker_source, trt / "region_adain_plugin.h",
+                            trt / "exports.map"])
+    folder = cache_dir() / f"trt_plugin_{digest}"
+    library, checker = folder / "liblmt_trt_plugin_emu.so", folder / "plugin_check_emu"
+    if library.is_file() and checker.is_file():
+        return library, checker
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lmt_cuda_emu_trt_") as tmp:
+        work = Path(tmp)
+        flags = [*_flags(work, [tensorrt_include]), f"-I{trt}"]
+        units = [*_rewritten_sources(work, kernels), EMU_DIR / "emu_control.cpp", *plugin_sources]
+        objects = _compile(compiler, units, flags, work, jobs)
+        _link(compiler, library, ["-shared", *map(str, objects), f"-Wl,--version-script={trt / 'exports.map'}"])
+        _link(compiler, checker, [*flags, "-x", "c++", str(checker_source), "-x", "none", "-ldl"])
+    return library, checker
 
 
 # ---- the C API ------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ errors, driven as TensorRT drives them). The static-registration variant (trtexe
 linked against a stand-in libnvinfer (csrc/trt/check/fake_nvinfer.cpp) and must register its creator
 while it is dlopened. With a GPU also plugin_check --gpu (enqueue against a float64 reference), and with
 the tensorrt package too an engine built from a --custom-ops export is compared with PyTorch, and trtexec
-(where on PATH) builds it with either plugin flag. Elsewhere these tests skip and say what is missing.
+(where on PATH) builds it with either plugin flag. Without a GPU, plugin_check --gpu runs against the CUDA
+emulator (csrc/emu), which needs only the headers. Elsewhere these tests skip and say what is missing.
 
 The builder's search logic and commands are tested everywhere (no compiler needed).
 """
@@ -260,6 +261,19 @@ def test_static_registration_variant_registers_while_loading(plugin_check, build
 def test_plugin_enqueue_matches_the_reference_on_the_gpu(plugin_check, plugin_library):
     proc = subprocess.run([str(plugin_check), str(plugin_library), "--gpu"], capture_output=True, text=True,
                           timeout=300)
+    assert proc.returncode == 0 and "0 check(s) failed" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stdout.count("ok: enqueue") == 15
+
+
+@pytest.mark.skipif(HEADERS is None, reason=f"cannot build the plugin here: {HEADERS_PROBLEM}")
+def test_plugin_enqueue_matches_the_reference_with_emulated_cuda():
+    """plugin_check --gpu on the CPU: the plugin and its kernels built against the CUDA emulator (csrc/emu),
+    driven as TensorRT drives them (configure, workspace, an odd workspace address, enqueue) for the three
+    dtypes, both statistics, activations, a residual and both kernel pipelines."""
+    import cuda_emulator
+
+    library, checker = cuda_emulator.build_trt_plugin(HEADERS)
+    proc = subprocess.run([str(checker), str(library), "--gpu"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "0 check(s) failed" in proc.stdout, proc.stdout + proc.stderr
     assert proc.stdout.count("ok: enqueue") == 15
 

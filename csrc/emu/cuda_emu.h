@@ -107,6 +107,7 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
 enum cudaError_t {
   cudaSuccess = 0,
   cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInvalidDevice = 101,
   cudaErrorMisalignedAddress = 716,
@@ -118,6 +119,16 @@ enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
 
 struct CUstream_st;
 typedef CUstream_st* cudaStream_t;
+struct CUevent_st;
+typedef CUevent_st* cudaEvent_t;
+
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
 
 namespace lmt_emu {
 
@@ -455,12 +466,47 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int d
   return cudaSuccess;
 }
 
+inline cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+// "Device" memory is host memory, 256-byte aligned as cudaMalloc's, and filled with 0xff bytes (NaN in
+// every float format) so that an element a kernel fails to write shows.
+inline cudaError_t cudaMalloc(void** pointer, size_t bytes) {
+  const size_t rounded = (bytes + 255) / 256 * 256;
+  *pointer = rounded == 0 ? nullptr : std::aligned_alloc(256, rounded);
+  if (rounded != 0 && *pointer == nullptr) return cudaErrorMemoryAllocation;
+  if (*pointer != nullptr) std::memset(*pointer, 0xff, rounded);
+  return cudaSuccess;
+}
+
+template <typename T>
+cudaError_t cudaMalloc(T** pointer, size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(pointer), bytes);
+}
+
+inline cudaError_t cudaFree(void* pointer) {
+  std::free(pointer);
+  return cudaSuccess;
+}
+
+inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (bytes != 0) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+// Launches run to completion when they are made, so synchronising only reports a pending error.
+inline cudaError_t cudaDeviceSynchronize() { return cudaGetLastError(); }
+
 inline const char* cudaGetErrorString(cudaError_t error) {
   switch (error) {
     case cudaSuccess:
       return "no error";
     case cudaErrorInvalidValue:
       return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
     case cudaErrorInvalidConfiguration:
       return "invalid configuration argument";
     case cudaErrorMisalignedAddress:
