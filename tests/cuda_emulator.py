@@ -38,7 +38,7 @@ EXPECTED_REWRITES = {
     "combine.cu": {"launch": 1},
     "apply.cu": {"launch": 4, "extern_shared": 1},
     "common.cuh": {"vector_cast": 2},
-    "emu_selftest.cu": {"launch": 4},
+    "emu_selftest.cu": {"launch": 5, "extern_shared": 1},
 }
 
 
@@ -208,6 +208,7 @@ SELFTEST_SIGNATURES = {
     "selftest_synced_sum": (_int, [_ptr, _ptr]),
     "selftest_divergent_barrier": (_int, [_ptr]),
     "selftest_misaligned_load": (_int, [_ptr, _ptr]),
+    "selftest_shared_overflow": (_int, [_ptr]),
 }
 
 

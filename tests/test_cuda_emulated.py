@@ -329,3 +329,10 @@ def test_emulator_fails_a_misaligned_vector_access(broken):
     assert x.data_ptr() % 16 == 0
     assert broken.selftest_misaligned_load(x.data_ptr(), out.data_ptr()) == 716  # cudaErrorMisalignedAddress
     assert "misaligned" in broken.message()
+
+
+def test_emulator_catches_writes_past_dynamic_shared_memory(broken):
+    broken.configure()
+    out = torch.full((32,), float("nan"))
+    assert broken.selftest_shared_overflow(out.data_ptr()) == 719
+    assert "past the end of its 16 bytes of dynamic shared memory" in broken.message()

@@ -7,7 +7,8 @@
 //     threads and blocks run is a setting (forward, reverse, seeded shuffle), so a missing barrier shows
 //     up as a result that depends on the order.
 //   * __shared__ arrays are function statics (one block runs at a time); dynamic shared memory is a
-//     buffer of the launch's size, filled with NaN before each block.
+//     buffer of the launch's size, filled with NaN before each block and followed by canaries that must
+//     survive it.
 //   * Barrier misuse is an error of the launch, not a hang: a deadlock (threads waiting at different
 //     barriers), a shuffle in a warp with exited lanes, a partial mask. Vector accesses are checked for
 //     their alignment (the builder routes the kernels' reinterpret_casts through checked_cast).
@@ -136,6 +137,8 @@ constexpr int kWarp = 32;
 constexpr int kMaxDevices = 64;
 constexpr size_t kMaxDynamicShared = 48 * 1024;  // without the opt-in attribute
 constexpr size_t kFiberStack = 256 * 1024;
+constexpr size_t kSharedGuardWords = 64;  // canary words after the dynamic shared memory
+constexpr uint32_t kCanary = 0x7fc0deadu;  // a NaN with a payload no arithmetic produces
 
 enum Order { kForward = 0, kReverse = 1, kShuffled = 2 };
 
@@ -243,7 +246,8 @@ struct Block {
   std::vector<uint64_t> warp_generation;
   std::vector<uint64_t> exchange;  // [warp][lane] shuffle slots
 
-  std::vector<float> dynamic_shared;
+  std::vector<float> dynamic_shared;  // the launch's bytes, then kSharedGuardWords canaries
+  size_t dynamic_words = 0;
 };
 
 inline thread_local Block* running = nullptr;
@@ -331,7 +335,9 @@ inline bool run_block(Block& b, uint64_t block_salt) {
   b.warp_arrived.assign(warps, 0);
   b.warp_generation.assign(warps, 0);
   b.exchange.assign(size_t(warps) * kWarp, 0);
-  std::fill(b.dynamic_shared.begin(), b.dynamic_shared.end(), std::numeric_limits<float>::quiet_NaN());
+  std::fill(b.dynamic_shared.begin(), b.dynamic_shared.begin() + b.dynamic_words,
+            std::numeric_limits<float>::quiet_NaN());
+  for (size_t i = b.dynamic_words; i < b.dynamic_shared.size(); ++i) std::memcpy(&b.dynamic_shared[i], &kCanary, 4);
   for (int t = 0; t < b.threads; ++t) {
     make_context(b.fibers[t].context, b.stacks.get() + size_t(t) * kFiberStack, kFiberStack, fiber_entry);
   }
@@ -348,6 +354,15 @@ inline bool run_block(Block& b, uint64_t block_salt) {
     if (!b.progress && b.live > 0) {
       fail(cudaErrorLaunchFailure, "deadlock: the live threads of block " + std::to_string(blockIdx.x) +
                                        " wait at barriers that can never complete (divergent __syncthreads?)");
+      return false;
+    }
+  }
+  for (size_t i = b.dynamic_words; i < b.dynamic_shared.size(); ++i) {
+    uint32_t word;
+    std::memcpy(&word, &b.dynamic_shared[i], 4);
+    if (word != kCanary) {
+      fail(cudaErrorLaunchFailure, "block " + std::to_string(blockIdx.x) + " wrote past the end of its " +
+                                       std::to_string(b.dynamic_words * 4) + " bytes of dynamic shared memory");
       return false;
     }
   }
@@ -419,7 +434,8 @@ struct Launch {
     Block b;
     b.threads = static_cast<int>(threads);
     b.stacks.reset(new char[size_t(b.threads) * kFiberStack]);
-    b.dynamic_shared.resize((shared + sizeof(float) - 1) / sizeof(float));
+    b.dynamic_words = (shared + sizeof(float) - 1) / sizeof(float);
+    b.dynamic_shared.resize(b.dynamic_words + kSharedGuardWords);
     b.body = [&] { kernel(args...); };
     gridDim = grid;
     blockDim = block;

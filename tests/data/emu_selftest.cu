@@ -45,6 +45,13 @@ __global__ void misaligned_load_kernel(const float* x, float* out) {
   out[threadIdx.x] = v[0];
 }
 
+// Every thread writes one float of dynamic shared memory, but the launch asks for 16 bytes only.
+__global__ void shared_overflow_kernel(float* out) {
+  extern __shared__ float region[];
+  region[threadIdx.x] = 1.f;
+  out[threadIdx.x] = region[threadIdx.x];
+}
+
 }  // namespace
 
 extern "C" {
@@ -66,6 +73,11 @@ cudaError_t selftest_divergent_barrier(float* out) {
 
 cudaError_t selftest_misaligned_load(const float* x, float* out) {
   misaligned_load_kernel<<<1, 32>>>(x, out);
+  return cudaGetLastError();
+}
+
+cudaError_t selftest_shared_overflow(float* out) {
+  shared_overflow_kernel<<<1, 32, 16>>>(out);
   return cudaGetLastError();
 }
 
