@@ -74,7 +74,16 @@ def source_digest(compiler: str, units: list[Path]) -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LMT_FAST_EMU_CACHE", Path.home() / ".cache" / "lmt_fast" / "cuda_emu"))
+    """LMT_FAST_EMU_CACHE, else ~/.cache/lmt_fast/cuda_emu, else (not writable) a folder in the temp dir."""
+    configured = os.environ.get("LMT_FAST_EMU_CACHE")
+    if configured:
+        return Path(configured)
+    home_cache = Path.home() / ".cache" / "lmt_fast" / "cuda_emu"
+    try:
+        home_cache.mkdir(parents=True, exist_ok=True)
+        return home_cache
+    except OSError:
+        return Path(tempfile.gettempdir()) / "lmt_fast_cuda_emu"
 
 
 def _compiler(compiler: str | None) -> str:

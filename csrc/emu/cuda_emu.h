@@ -293,7 +293,9 @@ inline void sync_block() {
 inline void sync_warp() {
   Block& b = *running;
   const int warp = warp_of(b.current);
-  if (b.warp_live[warp] != kWarp) abort_block("warp shuffle in warp " + std::to_string(warp) + " after some of its lanes exited");
+  if (b.warp_live[warp] != kWarp)  // a full-mask shuffle needs all 32 lanes
+    abort_block("warp shuffle in warp " + std::to_string(warp) + " with " + std::to_string(b.warp_live[warp]) +
+                " live lanes (some exited, or the block is not whole warps)");
   Block::Fiber& me = b.fibers[b.current];
   me.wait = Block::kWarpBarrier;
   me.wait_generation = b.warp_generation[warp];
