@@ -14,6 +14,9 @@ workspace start as NaN, every buffer sits between guard bands that must survive 
 """
 from __future__ import annotations
 
+import os
+import random
+import time
 import zlib
 
 import pytest
@@ -336,3 +339,65 @@ def test_emulator_catches_writes_past_dynamic_shared_memory(broken):
     out = torch.full((32,), float("nan"))
     assert broken.selftest_shared_overflow(out.data_ptr()) == 719
     assert "past the end of its 16 bytes of dynamic shared memory" in broken.message()
+
+
+# --------------------------------------------------------------------------------------------------
+# Opt-in: a randomised sweep for kernel changes (LMT_FAST_EMU_SWEEP_S=240 pytest -k sweep)
+# --------------------------------------------------------------------------------------------------
+
+SWEEP_SECONDS = float(os.environ.get("LMT_FAST_EMU_SWEEP_S", "0"))
+
+
+def random_case(rng: random.Random):
+    """One random call: op, sizes (C up to 257, K up to 7), dtype, layout, path, misalignment, epilogue."""
+    while True:
+        n, k = rng.choice([1, 2, 3]), rng.randint(1, 7)
+        c = rng.choice([1, 2, 3, 7, 8, 9, 31, 32, 33, 64, 65, 130, 257])
+        h, w = rng.choice([1, 2, 3, 5, 16, 31, 47, 64, 70]), rng.choice([1, 2, 7, 8, 16, 33, 64, 90])
+        if n * c * h * w <= 400_000:
+            break
+    return dict(op=rng.choice(["masked_moments", "region_adain", "instance_norm", "layer_norm"]),
+                shape=(n, c, h, w, k),
+                dtype=rng.choice(DTYPES), layout=rng.choice(["nchw", "nhwc"]),
+                path=rng.choice(["auto", "onepass", "split"]), offset=rng.choice([0, 0, 1]),
+                stats=rng.choice(["global", "region"]), activation=rng.choice([None, "relu", "lrelu"]),
+                residual_dtype=rng.choice([None, None, *DTYPES]), affine=rng.random() < 0.5,
+                order=rng.choice(["forward", "reverse", "shuffled"]), seed=rng.randrange(1 << 30),
+                device=rng.randrange(4), sm_count=rng.choice([1, 8, 132]))
+
+
+def run_case(cuda, ops, case):
+    cuda.configure(order=case["order"], seed=case["seed"], device=case["device"], sm_count=case["sm_count"])
+    gen = torch.Generator().manual_seed(case["seed"])
+    n, c, h, w, k = case["shape"]
+    dtype, layout, op = case["dtype"], case["layout"], case["op"]
+    x = make_x(gen, n, c, h, w, dtype, layout)
+    masks = make_masks(gen, n, k, h, w, "hard" if case["seed"] % 2 else "soft")
+    residual = None
+    if case["residual_dtype"] is not None and op != "masked_moments":
+        residual = laid_out(torch.randn(n, c, h, w, generator=gen).to(case["residual_dtype"]), layout)
+    epilogue = {"activation": case["activation"], "residual": residual}
+    where = {"path": case["path"], "offset": case["offset"]}
+    if op == "masked_moments":
+        mean, var = ops.masked_moments(x, masks, **where)
+        check(mean, op, (x, masks), {}, MOMENTS_REL_ATOL, pick=0, what=str(case))
+        check(var, op, (x, masks), {}, MOMENTS_REL_ATOL, pick=1, what=str(case))
+    elif op == "region_adain":
+        gamma, beta = make_style(gen, n, k, c)
+        y = ops.region_adain(x, masks, gamma, beta, stats=case["stats"], **epilogue, **where)
+        check(y, op, (x, masks, gamma, beta), {"stats": case["stats"], **epilogue}, REL_ATOL[dtype], what=str(case))
+    else:
+        weight, bias = make_affine(gen, c) if case["affine"] else (None, None)
+        y = getattr(ops, op)(x, weight, bias, **epilogue, **where)
+        check(y, op, (x, weight, bias), epilogue, REL_ATOL[dtype], what=str(case))
+
+
+@pytest.mark.skipif(SWEEP_SECONDS <= 0, reason="opt-in: set LMT_FAST_EMU_SWEEP_S to the seconds to sweep")
+def test_random_sweep(cuda):
+    ops = emu_build.EmulatedOps(cuda)
+    rng = random.Random(os.environ.get("LMT_FAST_EMU_SWEEP_SEED", "7"))
+    start, cases = time.monotonic(), 0
+    while time.monotonic() - start < SWEEP_SECONDS:
+        run_case(cuda, ops, random_case(rng))
+        cases += 1
+    assert cases > 0
