@@ -191,6 +191,23 @@ OpArgs shape_args(lmt_op op, int64_t n, int64_t c, int64_t h, int64_t w, int64_t
   return a;
 }
 
+// instance_norm (per_sample = false) and layer_norm (per_sample = true) differ only in their statistics rows.
+cudaError_t norm(bool per_sample, const void* x, void* y, lmt_dtype dtype, lmt_layout layout, int64_t n, int64_t c,
+                 int64_t h, int64_t w, const float* weight, const float* bias, float eps, lmt_activation activation,
+                 const void* residual, lmt_dtype residual_dtype, void* workspace, size_t workspace_bytes,
+                 lmt_path path, cudaStream_t stream) {
+  if (!valid_common(dtype, layout, n, c, h, w, path) || !valid_epilogue(activation, residual, residual_dtype))
+    return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  if (x == nullptr || y == nullptr) return cudaErrorInvalidValue;
+  OpArgs a = base_args(x, y, n, c, h, w, eps);
+  a.per_sample = per_sample;
+  a.weight = weight;
+  a.bias = bias;
+  set_epilogue(a, activation, residual, residual_dtype);
+  return run(a, dtype, layout, workspace, workspace_bytes, path, stream);
+}
+
 }  // namespace
 }  // namespace gpu
 }  // namespace lmt
@@ -265,16 +282,8 @@ cudaError_t lmt_cuda_instance_norm(const void* x, void* y, lmt_dtype dtype, lmt_
                                    const float* bias, float eps, lmt_activation activation,
                                    const void* residual, lmt_dtype residual_dtype, void* workspace,
                                    size_t workspace_bytes, lmt_path path, cudaStream_t stream) {
-  using namespace lmt::gpu;
-  if (!valid_common(dtype, layout, n, c, h, w, path) || !valid_epilogue(activation, residual, residual_dtype))
-    return cudaErrorInvalidValue;
-  if (n == 0) return cudaSuccess;
-  if (x == nullptr || y == nullptr) return cudaErrorInvalidValue;
-  OpArgs a = base_args(x, y, n, c, h, w, eps);
-  a.weight = weight;
-  a.bias = bias;
-  set_epilogue(a, activation, residual, residual_dtype);
-  return run(a, dtype, layout, workspace, workspace_bytes, path, stream);
+  return lmt::gpu::norm(false, x, y, dtype, layout, n, c, h, w, weight, bias, eps, activation, residual,
+                        residual_dtype, workspace, workspace_bytes, path, stream);
 }
 
 cudaError_t lmt_cuda_layer_norm(const void* x, void* y, lmt_dtype dtype, lmt_layout layout, int64_t n,
@@ -282,17 +291,8 @@ cudaError_t lmt_cuda_layer_norm(const void* x, void* y, lmt_dtype dtype, lmt_lay
                                 float eps, lmt_activation activation, const void* residual,
                                 lmt_dtype residual_dtype, void* workspace, size_t workspace_bytes,
                                 lmt_path path, cudaStream_t stream) {
-  using namespace lmt::gpu;
-  if (!valid_common(dtype, layout, n, c, h, w, path) || !valid_epilogue(activation, residual, residual_dtype))
-    return cudaErrorInvalidValue;
-  if (n == 0) return cudaSuccess;
-  if (x == nullptr || y == nullptr) return cudaErrorInvalidValue;
-  OpArgs a = base_args(x, y, n, c, h, w, eps);
-  a.per_sample = true;
-  a.weight = weight;
-  a.bias = bias;
-  set_epilogue(a, activation, residual, residual_dtype);
-  return run(a, dtype, layout, workspace, workspace_bytes, path, stream);
+  return lmt::gpu::norm(true, x, y, dtype, layout, n, c, h, w, weight, bias, eps, activation, residual,
+                        residual_dtype, workspace, workspace_bytes, path, stream);
 }
 
 }  // extern "C"

@@ -128,52 +128,28 @@ __global__ void __launch_bounds__(kNhwcThreads) apply_nhwc_kernel(const OpArgs a
   }
 }
 
-template <typename T, int WIDE>
-cudaError_t nchw_for_type(const OpArgs& a, int vec, const Params& p, cudaStream_t stream) {
-  const int64_t tiles = ceil_div(a.hw, kRowTile);
-  const unsigned blocks = static_cast<unsigned>(a.n * a.c * tiles);
-  const size_t smem = 3 * sizeof(float) * static_cast<size_t>(a.mix_sets());
-  if (vec == WIDE)
-    apply_nchw_kernel<T, WIDE><<<blocks, kRowThreads, smem, stream>>>(a, p, tiles);
-  else
-    apply_nchw_kernel<T, 1><<<blocks, kRowThreads, smem, stream>>>(a, p, tiles);
-  return cudaGetLastError();
-}
-
-template <typename T, int WIDE>
-cudaError_t nhwc_for_type(const OpArgs& a, const NhwcGeometry& g, const Params& p, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(a.n * g.tiles * g.chunks);
-  if (g.vec == WIDE)
-    apply_nhwc_kernel<T, WIDE><<<blocks, kNhwcThreads, 0, stream>>>(a, g, p);
-  else
-    apply_nhwc_kernel<T, 1><<<blocks, kNhwcThreads, 0, stream>>>(a, g, p);
-  return cudaGetLastError();
-}
-
 }  // namespace
 
 cudaError_t launch_apply_nchw(const OpArgs& a, lmt_dtype dtype, int vec, Params params,
                               cudaStream_t stream) {
-  switch (dtype) {
-    case LMT_DTYPE_F16:
-      return nchw_for_type<__half, 8>(a, vec, params, stream);
-    case LMT_DTYPE_BF16:
-      return nchw_for_type<__nv_bfloat16, 8>(a, vec, params, stream);
-    default:
-      return nchw_for_type<float, 4>(a, vec, params, stream);
-  }
+  const int64_t tiles = ceil_div(a.hw, kRowTile);
+  const unsigned blocks = static_cast<unsigned>(a.n * a.c * tiles);
+  const size_t smem = 3 * sizeof(float) * static_cast<size_t>(a.mix_sets());
+  return dispatch_access(dtype, vec, [&](auto access) {
+    using A = decltype(access);
+    apply_nchw_kernel<typename A::type, A::vec><<<blocks, kRowThreads, smem, stream>>>(a, params, tiles);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t launch_apply_nhwc(const OpArgs& a, lmt_dtype dtype, const NhwcGeometry& g, Params params,
                               cudaStream_t stream) {
-  switch (dtype) {
-    case LMT_DTYPE_F16:
-      return nhwc_for_type<__half, 8>(a, g, params, stream);
-    case LMT_DTYPE_BF16:
-      return nhwc_for_type<__nv_bfloat16, 8>(a, g, params, stream);
-    default:
-      return nhwc_for_type<float, 4>(a, g, params, stream);
-  }
+  const unsigned blocks = static_cast<unsigned>(a.n * g.tiles * g.chunks);
+  return dispatch_access(dtype, g.vec, [&](auto access) {
+    using A = decltype(access);
+    apply_nhwc_kernel<typename A::type, A::vec><<<blocks, kNhwcThreads, 0, stream>>>(a, g, params);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace gpu

@@ -10,6 +10,8 @@
 //             apply.cu: elementwise y = sum_k m_k ((x - mean_k) scale_k + shift_k) (+ epilogue).
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -100,6 +102,30 @@ inline NhwcGeometry nhwc_geometry(int64_t c, int64_t hw, int vec) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---- storage type and access width ----------------------------------------------------------------
+
+// A kernel instantiation's storage type T and access width VEC (elements per memory access).
+template <typename T, int VEC>
+struct Access {
+  using type = T;
+  static constexpr int vec = VEC;
+};
+
+// Calls launch(Access<T, VEC>{}) for x's storage type T, with VEC the type's 16-byte vector when `vec`
+// (what the caller checked alignment for) says so, else 1: each launcher instantiates its kernel for the
+// six combinations through this one switch.
+template <typename Launch>
+cudaError_t dispatch_access(lmt_dtype dtype, int vec, Launch&& launch) {
+  switch (dtype) {
+    case LMT_DTYPE_F16:
+      return vec == 8 ? launch(Access<__half, 8>{}) : launch(Access<__half, 1>{});
+    case LMT_DTYPE_BF16:
+      return vec == 8 ? launch(Access<__nv_bfloat16, 8>{}) : launch(Access<__nv_bfloat16, 1>{});
+    default:
+      return vec == 4 ? launch(Access<float, 4>{}) : launch(Access<float, 1>{});
+  }
+}
 
 // ---- launchers (each returns the launch status) --------------------------------------------------
 // `vec` is the access width the caller checked alignment for: 1, or 4 (float) / 8 (half, bfloat16).

@@ -173,22 +173,13 @@ cudaError_t launch_for_row(const OpArgs& a, cudaStream_t stream) {
   return launch_config<T, 512, 32, VEC>(a, stream);
 }
 
-template <typename T, int WIDE>
-cudaError_t launch_for_type(const OpArgs& a, int vec, cudaStream_t stream) {
-  return vec == WIDE ? launch_for_row<T, WIDE>(a, stream) : launch_for_row<T, 1>(a, stream);
-}
-
 }  // namespace
 
 cudaError_t launch_onepass(const OpArgs& a, lmt_dtype dtype, int vec, cudaStream_t stream) {
-  switch (dtype) {
-    case LMT_DTYPE_F16:
-      return launch_for_type<__half, 8>(a, vec, stream);
-    case LMT_DTYPE_BF16:
-      return launch_for_type<__nv_bfloat16, 8>(a, vec, stream);
-    default:
-      return launch_for_type<float, 4>(a, vec, stream);
-  }
+  return dispatch_access(dtype, vec, [&](auto access) {
+    using A = decltype(access);
+    return launch_for_row<typename A::type, A::vec>(a, stream);
+  });
 }
 
 }  // namespace gpu

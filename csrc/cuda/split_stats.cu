@@ -165,50 +165,26 @@ __global__ void __launch_bounds__(kNhwcThreads) partial_nhwc_kernel(const OpArgs
   }
 }
 
-template <typename T, int WIDE>
-cudaError_t rows_for_type(const OpArgs& a, int vec, float4* partials, int64_t tiles, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(a.stat_rows() * tiles);
-  if (vec == WIDE)
-    partial_rows_kernel<T, WIDE><<<blocks, kRowThreads, 0, stream>>>(a, partials, tiles);
-  else
-    partial_rows_kernel<T, 1><<<blocks, kRowThreads, 0, stream>>>(a, partials, tiles);
-  return cudaGetLastError();
-}
-
-template <typename T, int WIDE>
-cudaError_t nhwc_for_type(const OpArgs& a, const NhwcGeometry& g, float4* partials, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(a.n * g.tiles * g.chunks);
-  if (g.vec == WIDE)
-    partial_nhwc_kernel<T, WIDE><<<blocks, kNhwcThreads, 0, stream>>>(a, g, partials);
-  else
-    partial_nhwc_kernel<T, 1><<<blocks, kNhwcThreads, 0, stream>>>(a, g, partials);
-  return cudaGetLastError();
-}
-
 }  // namespace
 
 cudaError_t launch_partial_rows(const OpArgs& a, lmt_dtype dtype, int vec, float4* partials,
                                 int64_t tiles, cudaStream_t stream) {
-  switch (dtype) {
-    case LMT_DTYPE_F16:
-      return rows_for_type<__half, 8>(a, vec, partials, tiles, stream);
-    case LMT_DTYPE_BF16:
-      return rows_for_type<__nv_bfloat16, 8>(a, vec, partials, tiles, stream);
-    default:
-      return rows_for_type<float, 4>(a, vec, partials, tiles, stream);
-  }
+  const unsigned blocks = static_cast<unsigned>(a.stat_rows() * tiles);
+  return dispatch_access(dtype, vec, [&](auto access) {
+    using A = decltype(access);
+    partial_rows_kernel<typename A::type, A::vec><<<blocks, kRowThreads, 0, stream>>>(a, partials, tiles);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t launch_partial_nhwc(const OpArgs& a, lmt_dtype dtype, const NhwcGeometry& g,
                                 float4* partials, cudaStream_t stream) {
-  switch (dtype) {
-    case LMT_DTYPE_F16:
-      return nhwc_for_type<__half, 8>(a, g, partials, stream);
-    case LMT_DTYPE_BF16:
-      return nhwc_for_type<__nv_bfloat16, 8>(a, g, partials, stream);
-    default:
-      return nhwc_for_type<float, 4>(a, g, partials, stream);
-  }
+  const unsigned blocks = static_cast<unsigned>(a.n * g.tiles * g.chunks);
+  return dispatch_access(dtype, g.vec, [&](auto access) {
+    using A = decltype(access);
+    partial_nhwc_kernel<typename A::type, A::vec><<<blocks, kNhwcThreads, 0, stream>>>(a, g, partials);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace gpu
