@@ -33,19 +33,8 @@ __global__ void __launch_bounds__(kRowThreads) apply_nchw_kernel(const OpArgs a,
   const int64_t start = tile * kRowTile;
   const int count = static_cast<int>(a.hw - start < kRowTile ? a.hw - start : kRowTile);
   const int64_t base = row * a.hw + start;
-  const T* x = static_cast<const T*>(a.x) + base;
-  auto index = [](int j) { return tile_index<kRowThreads, VEC>(j); };
-
   float v[kVectors][VEC];  // all loads issued before the first use
-#pragma unroll
-  for (int j = 0; j < kVectors; ++j) {
-    if (index(j) < count) {
-      load_floats<T, VEC>(x + index(j), v[j]);
-    } else {
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) v[j][e] = 0.f;
-    }
-  }
+  load_tile<T, kRowThreads>(static_cast<const T*>(a.x) + base, count, v);
 
   // Region loop outside, element loop (unrolled) inside: a run-time loop nested in an unrolled one
   // would be compiled once per element and multiplies compile time.
@@ -57,15 +46,7 @@ __global__ void __launch_bounds__(kRowThreads) apply_nchw_kernel(const OpArgs a,
       for (int e = 0; e < VEC; ++e) acc[j][e] = 0.f;
     for (int k = 0; k < sets; ++k) {
       const float* m = a.masks + (n * a.k + k) * a.hw + start;
-      const float mu = region[k], sc = region[sets + k], sh = region[2 * sets + k];
-#pragma unroll
-      for (int j = 0; j < kVectors; ++j) {
-        if (index(j) >= count) continue;
-        float mv[VEC];
-        load_floats<float, VEC>(m + index(j), mv);
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) acc[j][e] += mv[e] * ((v[j][e] - mu) * sc + sh);
-      }
+      add_region<kRowThreads>(acc, v, m, count, region[k], region[sets + k], region[2 * sets + k]);
     }
   } else {
     const float mu = region[0], sc = region[sets], sh = region[2 * sets];

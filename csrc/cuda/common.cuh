@@ -155,6 +155,106 @@ __device__ __forceinline__ void finish_tile(float (&acc)[NV][VEC], int activatio
     if (tile_index<THREADS, VEC>(j) < count) store_floats<T, VEC>(out + tile_index<THREADS, VEC>(j), acc[j]);
 }
 
+// ---- a tile held in registers ------------------------------------------------------------------------
+// v[j][e] is element tile_index(j) + e of a tile of `count` elements; a thread's share of a tile's sums
+// is computed from its own registers, then summed over the block by the caller.
+
+// Loads the tile from `base`; elements past `count` read as 0 (they add nothing to plain sums).
+template <typename T, int THREADS, int NV, int VEC>
+__device__ __forceinline__ void load_tile(const T* base, int count, float (&v)[NV][VEC]) {
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    if (tile_index<THREADS, VEC>(j) < count) {
+      load_floats<T, VEC>(base + tile_index<THREADS, VEC>(j), v[j]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) v[j][e] = 0.f;
+    }
+  }
+}
+
+// The weights of vector j: the mask's values when MASKED, else 1 (plain statistics; the multiplies by 1
+// fold away).
+template <bool MASKED, int THREADS, int VEC>
+__device__ __forceinline__ void tile_weights(const float* m, int j, float (&mv)[VEC]) {
+  if constexpr (MASKED) {
+    load_floats<float, VEC>(m + tile_index<THREADS, VEC>(j), mv);
+  } else {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) mv[e] = 1.f;
+  }
+}
+
+template <bool MASKED, int THREADS, int NV, int VEC>
+__device__ __forceinline__ void weighted_tile_sums(const float (&v)[NV][VEC], const float* m, int count,
+                                                   float& w, float& s) {
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    if (tile_index<THREADS, VEC>(j) >= count) continue;
+    float mv[VEC];
+    tile_weights<MASKED, THREADS>(m, j, mv);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      w += mv[e];
+      s += mv[e] * v[j][e];
+    }
+  }
+}
+
+template <bool MASKED, int THREADS, int NV, int VEC>
+__device__ __forceinline__ float weighted_tile_squares(const float (&v)[NV][VEC], const float* m, int count,
+                                                       float centre) {
+  float q = 0.f;
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    if (tile_index<THREADS, VEC>(j) >= count) continue;
+    float mv[VEC];
+    tile_weights<MASKED, THREADS>(m, j, mv);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      const float d = v[j][e] - centre;
+      q += mv[e] * d * d;
+    }
+  }
+  return q;
+}
+
+// This thread's element count w and sum s, or with masks (m != null) sum m and sum m x, m read at the
+// tile's indices. The uniform branch sits outside the unrolled loops (one loop body per case).
+template <int THREADS, int NV, int VEC>
+__device__ __forceinline__ void tile_sums(const float (&v)[NV][VEC], const float* m, int count, float& w,
+                                          float& s) {
+  w = 0.f;
+  s = 0.f;
+  if (m == nullptr) {
+    weighted_tile_sums<false, THREADS>(v, m, count, w, s);
+  } else {
+    weighted_tile_sums<true, THREADS>(v, m, count, w, s);
+  }
+}
+
+// This thread's sum of (x - centre)^2, weighted by m where m != null.
+template <int THREADS, int NV, int VEC>
+__device__ __forceinline__ float tile_squares(const float (&v)[NV][VEC], const float* m, int count,
+                                              float centre) {
+  return m == nullptr ? weighted_tile_squares<false, THREADS>(v, m, count, centre)
+                      : weighted_tile_squares<true, THREADS>(v, m, count, centre);
+}
+
+// One region's share of region_adain's output: acc += m ((x - mean) scale + shift).
+template <int THREADS, int NV, int VEC>
+__device__ __forceinline__ void add_region(float (&acc)[NV][VEC], const float (&v)[NV][VEC], const float* m,
+                                           int count, float mean, float scale, float shift) {
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    if (tile_index<THREADS, VEC>(j) >= count) continue;
+    float mv[VEC];
+    load_floats<float, VEC>(m + tile_index<THREADS, VEC>(j), mv);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[j][e] += mv[e] * ((v[j][e] - mean) * scale + shift);
+  }
+}
+
 // ---- reductions --------------------------------------------------------------------------------
 
 // Butterfly sum: every lane ends with the same, bitwise identical total.

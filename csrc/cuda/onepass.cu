@@ -26,20 +26,8 @@ __global__ void __launch_bounds__(THREADS) onepass_rows_kernel(const OpArgs a) {
   const int64_t n = row / a.c;
   const int64_t ch = row - n * a.c;
   const int len = static_cast<int>(a.hw);
-  const T* x = static_cast<const T*>(a.x) + row * a.hw;
-  // Element index of vector j of this thread; consecutive threads read consecutive vectors.
-  auto index = [](int j) { return tile_index<THREADS, VEC>(j); };
-
   float v[kVectors][VEC];
-#pragma unroll
-  for (int j = 0; j < kVectors; ++j) {
-    if (index(j) < len) {
-      load_floats<T, VEC>(x + index(j), v[j]);
-    } else {
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) v[j][e] = 0.f;  // padding: adds nothing to plain sums
-    }
-  }
+  load_tile<T, THREADS>(static_cast<const T*>(a.x) + row * a.hw, len, v);
 
   const int sets = a.mix_sets();
   float* r_mean = region;
@@ -48,24 +36,11 @@ __global__ void __launch_bounds__(THREADS) onepass_rows_kernel(const OpArgs a) {
   float mean = 0.f, scale = 1.f, shift = 0.f;  // the single affine when the output does not mix regions
 
   if (!a.masked_stats) {
-    float s = 0.f;
-#pragma unroll
-    for (int j = 0; j < kVectors; ++j)
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) s += v[j][e];
+    float w, s;
+    tile_sums<THREADS>(v, nullptr, len, w, s);
     s = block_sum<THREADS>(s, scratch);
     mean = s / static_cast<float>(len);
-    float q = 0.f;
-#pragma unroll
-    for (int j = 0; j < kVectors; ++j) {
-      if (index(j) >= len) continue;
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) {
-        const float d = v[j][e] - mean;
-        q += d * d;
-      }
-    }
-    q = block_sum<THREADS>(q, scratch);
+    const float q = block_sum<THREADS>(tile_squares<THREADS>(v, nullptr, len, mean), scratch);
     const float rstd = rsqrtf(q / static_cast<float>(len) + a.eps);
     if (a.mix) {  // region_adain, global statistics: one mean, a scale and shift per region
       for (int k = threadIdx.x; k < a.k; k += THREADS) {
@@ -81,33 +56,11 @@ __global__ void __launch_bounds__(THREADS) onepass_rows_kernel(const OpArgs a) {
   } else {
     for (int k = 0; k < a.k; ++k) {
       const float* m = a.masks + (n * a.k + k) * a.hw;
-      float w = 0.f, s = 0.f;
-#pragma unroll
-      for (int j = 0; j < kVectors; ++j) {
-        if (index(j) >= len) continue;
-        float mv[VEC];
-        load_floats<float, VEC>(m + index(j), mv);
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) {
-          w += mv[e];
-          s += mv[e] * v[j][e];
-        }
-      }
+      float w, s;
+      tile_sums<THREADS>(v, m, len, w, s);
       block_sum2<THREADS>(w, s, scratch);
       const float mean_k = s / (w + a.eps);
-      float q = 0.f;
-#pragma unroll
-      for (int j = 0; j < kVectors; ++j) {
-        if (index(j) >= len) continue;
-        float mv[VEC];
-        load_floats<float, VEC>(m + index(j), mv);
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) {
-          const float d = v[j][e] - mean_k;
-          q += mv[e] * d * d;
-        }
-      }
-      q = block_sum<THREADS>(q, scratch);
+      const float q = block_sum<THREADS>(tile_squares<THREADS>(v, m, len, mean_k), scratch);
       const float var_k = q / (w + a.eps);
       if (threadIdx.x == 0) {
         const int64_t idx = (n * a.k + k) * a.c + ch;
@@ -135,15 +88,7 @@ __global__ void __launch_bounds__(THREADS) onepass_rows_kernel(const OpArgs a) {
       for (int e = 0; e < VEC; ++e) acc[j][e] = 0.f;
     for (int k = 0; k < a.k; ++k) {
       const float* m = a.masks + (n * a.k + k) * a.hw;
-      const float mu = r_mean[k], sc = r_scale[k], sh = r_shift[k];
-#pragma unroll
-      for (int j = 0; j < kVectors; ++j) {
-        if (index(j) >= len) continue;
-        float mv[VEC];
-        load_floats<float, VEC>(m + index(j), mv);
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) acc[j][e] += mv[e] * ((v[j][e] - mu) * sc + sh);
-      }
+      add_region<THREADS>(acc, v, m, len, r_mean[k], r_scale[k], r_shift[k]);
     }
   } else {
 #pragma unroll

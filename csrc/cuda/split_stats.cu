@@ -26,67 +26,18 @@ __global__ void __launch_bounds__(kRowThreads) partial_rows_kernel(const OpArgs 
   const int64_t length = a.stat_row_length();
   const int64_t start = tile * kRowTile;
   const int count = static_cast<int>(length - start < kRowTile ? length - start : kRowTile);
-  const T* x = static_cast<const T*>(a.x) + row * length + start;
-  auto index = [](int j) { return (j * kRowThreads + static_cast<int>(threadIdx.x)) * VEC; };
-
   float v[kVectors][VEC];
-#pragma unroll
-  for (int j = 0; j < kVectors; ++j) {
-    if (index(j) < count) {
-      load_floats<T, VEC>(x + index(j), v[j]);
-    } else {
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) v[j][e] = 0.f;
-    }
-  }
+  load_tile<T, kRowThreads>(static_cast<const T*>(a.x) + row * length + start, count, v);
 
   const int sets = a.stat_sets();
   for (int k = 0; k < sets; ++k) {
     // Region k's weights over this tile; plain statistics weigh every element 1.
     const float* m = a.masked_stats ? a.masks + ((row / a.c) * a.k + k) * a.hw + start : nullptr;
-    float w = 0.f, s = 0.f;
-    if (m == nullptr) {
-      // This thread's own element count: w is summed over the block below, like s.
-#pragma unroll
-      for (int j = 0; j < kVectors; ++j) {
-        if (index(j) >= count) continue;
-        w += static_cast<float>(VEC);
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) s += v[j][e];
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < kVectors; ++j) {
-        if (index(j) >= count) continue;
-        float mv[VEC];
-        load_floats<float, VEC>(m + index(j), mv);
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) {
-          w += mv[e];
-          s += mv[e] * v[j][e];
-        }
-      }
-    }
+    float w, s;
+    tile_sums<kRowThreads>(v, m, count, w, s);
     block_sum2<kRowThreads>(w, s, scratch);
     Moments mo = make_moments(w, s);
-    float q = 0.f;
-#pragma unroll
-    for (int j = 0; j < kVectors; ++j) {
-      if (index(j) >= count) continue;
-      float mv[VEC];
-      if (m != nullptr) {
-        load_floats<float, VEC>(m + index(j), mv);
-      } else {
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) mv[e] = 1.f;
-      }
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) {
-        const float d = v[j][e] - mo.c;
-        q += mv[e] * d * d;
-      }
-    }
-    mo.q = block_sum<kRowThreads>(q, scratch);
+    mo.q = block_sum<kRowThreads>(tile_squares<kRowThreads>(v, m, count, mo.c), scratch);
     if (threadIdx.x == 0) partials[(row * sets + k) * tiles + tile] = to_float4(mo);
   }
 }
