@@ -26,6 +26,8 @@ CSRC = ROOT / "csrc"
 CUDA_DIR = CSRC / "cuda"
 EMU_DIR = CSRC / "emu"
 SELFTEST_SOURCE = Path(__file__).resolve().parent / "data" / "emu_selftest.cu"
+BOUNDS_DRIVER_SOURCE = Path(__file__).resolve().parent / "data" / "emu_bounds_driver.cpp"
+ASAN_FLAGS = ["-fsanitize=address", "-fno-omit-frame-pointer"]
 
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^;<>]*>)?)<<<([^;]*?)>>>\(")
 EXTERN_SHARED = re.compile(r"extern __shared__ (\w+) (\w+)\[\];")
@@ -135,6 +137,21 @@ def _wait(item) -> None:
         raise EmulatorBuildError(f"compiling {unit} for the emulator failed:\n{output[-4000:]}")
 
 
+def _build(compiler: str, target: Path, kernel_sources: list[Path], extra_units=(), extra_flags=(),
+           includes=(), link=("-shared",), jobs: int = 2) -> Path:
+    """Rewrite `kernel_sources`, compile them with the emulator's control unit and `extra_units`, link
+    `target` (kept when it exists: the callers name it by a hash of everything that goes into it)."""
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lmt_cuda_emu_") as tmp:
+        work = Path(tmp)
+        units = [*_rewritten_sources(work, kernel_sources), EMU_DIR / "emu_control.cpp", *extra_units]
+        objects = _compile(compiler, units, [*_flags(work, includes), *extra_flags], work, jobs)
+        _link(compiler, target, [*link, *map(str, objects)])
+    return target
+
+
 def build(compiler: str | None = None, jobs: int = 2, selftest: bool = False) -> Path:
     """Compile the emulated library (cached by source hash) and return its path.
 
@@ -142,16 +159,28 @@ def build(compiler: str | None = None, jobs: int = 2, selftest: bool = False) ->
     compiler = _compiler(compiler)
     sources = [SELFTEST_SOURCE] if selftest else sorted(CUDA_DIR.glob("*.cu"))
     name = "liblmt_cuda_emu_selftest" if selftest else "liblmt_cuda_emu"
-    target = cache_dir() / f"{name}_{source_digest(compiler, sources)}.so"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="lmt_cuda_emu_") as tmp:
-        work = Path(tmp)
-        units = [*_rewritten_sources(work, sources), EMU_DIR / "emu_control.cpp"]
-        objects = _compile(compiler, units, _flags(work), work, jobs)
-        _link(compiler, target, ["-shared", *map(str, objects)])
-    return target
+    return _build(compiler, cache_dir() / f"{name}_{source_digest(compiler, sources)}.so", sources, jobs=jobs)
+
+
+def build_bounds_driver(compiler: str | None = None, jobs: int = 2) -> Path:
+    """tests/data/emu_bounds_driver.cpp with the emulated kernels, under AddressSanitizer: an executable
+    that calls every entry point with exactly sized buffers and exits 0 when ASan saw nothing."""
+    compiler = _compiler(compiler)
+    kernels = sorted(CUDA_DIR.glob("*.cu"))
+    target = cache_dir() / f"emu_bounds_driver_{source_digest(compiler, [*kernels, BOUNDS_DRIVER_SOURCE])}"
+    return _build(compiler, target, kernels, [BOUNDS_DRIVER_SOURCE], ASAN_FLAGS, link=ASAN_FLAGS, jobs=jobs)
+
+
+def asan_available(compiler: str | None = None) -> bool:
+    """Whether the compiler can build and run an AddressSanitizer program here."""
+    compiler = compiler or find_compiler()
+    if compiler is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        source, exe = Path(tmp) / "probe.cpp", Path(tmp) / "probe"
+        source.write_text("int main() { return 0; }\n")
+        built = subprocess.run([compiler, *ASAN_FLAGS, str(source), "-o", str(exe)], capture_output=True)
+        return built.returncode == 0 and subprocess.run([str(exe)], capture_output=True).returncode == 0
 
 
 def build_trt_plugin(tensorrt_include: Path, compiler: str | None = None, jobs: int = 2) -> tuple[Path, Path]:
@@ -169,16 +198,11 @@ def build_trt_plugin(tensorrt_include: Path, compiler: str | None = None, jobs: 
                             trt / "exports.map"])
     folder = cache_dir() / f"trt_plugin_{digest}"
     library, checker = folder / "liblmt_trt_plugin_emu.so", folder / "plugin_check_emu"
-    if library.is_file() and checker.is_file():
-        return library, checker
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="lmt_cuda_emu_trt_") as tmp:
-        work = Path(tmp)
-        flags = [*_flags(work, [tensorrt_include]), f"-I{trt}"]
-        units = [*_rewritten_sources(work, kernels), EMU_DIR / "emu_control.cpp", *plugin_sources]
-        objects = _compile(compiler, units, flags, work, jobs)
-        _link(compiler, library, ["-shared", *map(str, objects), f"-Wl,--version-script={trt / 'exports.map'}"])
-        _link(compiler, checker, [*flags, "-x", "c++", str(checker_source), "-x", "none", "-ldl"])
+    _build(compiler, library, kernels, plugin_sources, [f"-I{trt}"], [tensorrt_include],
+           link=["-shared", f"-Wl,--version-script={trt / 'exports.map'}"], jobs=jobs)
+    if not checker.is_file():
+        _link(compiler, checker, [*_flags(folder, [tensorrt_include]), "-x", "c++", str(checker_source), "-x", "none",
+                                  "-ldl"])
     return library, checker
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import time
 import zlib
 
@@ -339,6 +340,25 @@ def test_emulator_catches_writes_past_dynamic_shared_memory(broken):
     out = torch.full((32,), float("nan"))
     assert broken.selftest_shared_overflow(out.data_ptr()) == 719
     assert "past the end of its 16 bytes of dynamic shared memory" in broken.message()
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory bounds: every entry point under AddressSanitizer with exactly sized buffers
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not emu_build.asan_available(), reason="the C++ compiler cannot build AddressSanitizer programs")
+def test_kernels_stay_inside_every_buffer():
+    """tests/data/emu_bounds_driver.cpp: 200 calls (4 ops, float32 / float16, both layouts, every pipeline,
+    odd and vector-width shapes, a two-tile row) with every buffer allocated to its exact size; ASan reports
+    any read or write outside them. Then the same with x one element short, which ASan must catch."""
+    driver = emu_build.build_bounds_driver()
+    clean = subprocess.run([str(driver)], capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0 and "AddressSanitizer" not in clean.stderr, clean.stdout[-2000:] + clean.stderr[-4000:]
+    assert "200 calls, 0 failed" in clean.stdout
+    short = subprocess.run([str(driver)], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "LMT_EMU_SHORT_X": "1"})
+    assert short.returncode != 0 and "heap-buffer-overflow" in short.stderr
 
 
 # --------------------------------------------------------------------------------------------------

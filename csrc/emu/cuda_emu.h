@@ -145,34 +145,73 @@ enum Order { kForward = 0, kReverse = 1, kShuffled = 2 };
 // ---- fiber contexts ---------------------------------------------------------------------------------
 // On x86-64 a switch is six register pushes and a stack swap (lmt_emu_switch, emu_control.cpp): about
 // a hundred times cheaper than swapcontext, which makes a system call for the signal mask each time.
-// Elsewhere, ucontext.
+// Under AddressSanitizer the switch tells ASan about each stack change (its fiber annotations). Elsewhere,
+// or where LMT_EMU_UCONTEXT is defined, ucontext.
 
-#if defined(__x86_64__)
+#if defined(__SANITIZE_ADDRESS__)
+#define LMT_EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#if defined(__x86_64__) && !defined(LMT_EMU_UCONTEXT)
 extern "C" void lmt_emu_switch(void** save_sp, void* load_sp);
 
 struct Context {
   void* sp = nullptr;
+  const void* stack_bottom = nullptr;  // for ASan: the stack this context runs on
+  size_t stack_size = 0;
+  void* fake_stack = nullptr;
 };
 
-inline void switch_context(Context& from, Context& to) { lmt_emu_switch(&from.sp, to.sp); }
+// `finished`: `from` will never run again (ASan may free its bookkeeping).
+inline void switch_context(Context& from, Context& to, bool finished = false) {
+#ifdef LMT_EMU_ASAN
+  __sanitizer_start_switch_fiber(finished ? nullptr : &from.fake_stack, to.stack_bottom, to.stack_size);
+#else
+  (void)finished;
+#endif
+  lmt_emu_switch(&from.sp, to.sp);
+#ifdef LMT_EMU_ASAN
+  __sanitizer_finish_switch_fiber(from.fake_stack, nullptr, nullptr);
+#endif
+}
+
+// Called first thing on a fiber's stack: records the stack the scheduler runs on (ASan needs it to
+// switch back).
+inline void entered_fiber(Context& scheduler) {
+#ifdef LMT_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &scheduler.stack_bottom, &scheduler.stack_size);
+#else
+  (void)scheduler;
+#endif
+}
 
 // A fresh stack that "returns" into `entry` (which must never return): six zeroed callee-saved
 // registers, then entry's address for lmt_emu_switch's ret, then a null return address, so that entry
 // starts with the stack aligned as after a call.
 inline void make_context(Context& c, char* stack, size_t size, void (*entry)()) {
+#ifdef LMT_EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(stack, size);  // frames of the fibers that ran here before never returned
+#endif
   uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t(15);
   void** sp = reinterpret_cast<void**>(top);
   *--sp = nullptr;
   *--sp = reinterpret_cast<void*>(entry);
   for (int r = 0; r < 6; ++r) *--sp = nullptr;
   c.sp = sp;
+  c.stack_bottom = stack;
+  c.stack_size = size;
+  c.fake_stack = nullptr;
 }
 #else
 struct Context {
   ucontext_t uc;
 };
 
-inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void switch_context(Context& from, Context& to, bool = false) { swapcontext(&from.uc, &to.uc); }
+
+inline void entered_fiber(Context&) {}
 
 inline void make_context(Context& c, char* stack, size_t size, void (*entry)()) {
   getcontext(&c.uc);
@@ -308,6 +347,7 @@ inline void sync_warp() {
 // Every fiber starts here and ends by switching to the scheduler for good.
 [[noreturn]] inline void fiber_entry() {
   Block& b = *running;
+  entered_fiber(b.scheduler);
   b.body();
   const int me = b.current;
   b.fibers[me].done = true;
@@ -316,7 +356,7 @@ inline void sync_warp() {
   b.progress = true;
   // Exited threads no longer hold a block barrier back (as on the GPU since Volta).
   if (b.block_arrived > 0 && b.block_arrived == b.live) release_block_barrier(b);
-  for (;;) yield_to_scheduler();  // a done fiber is never resumed
+  for (;;) switch_context(b.fibers[me].context, b.scheduler, /*finished=*/true);  // never resumed
 }
 
 inline bool runnable(const Block& b, const Block::Fiber& f, int thread) {

@@ -3,7 +3,7 @@
 
 #include "cuda_emu.h"
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(LMT_EMU_UCONTEXT)  // else ucontext (cuda_emu.h)
 // lmt_emu_switch(save_sp, load_sp): push the System V callee-saved registers, store the stack pointer in
 // *save_sp, continue on load_sp's stack (popping what its own switch pushed) and return there.
 asm(R"(
