@@ -233,7 +233,6 @@ CONTROL_SIGNATURES = {
     "lmt_emu_set_order": (None, [_int, ctypes.c_uint64]),
     "lmt_emu_message": (ctypes.c_char_p, []),
     "lmt_emu_launches": (_i64, []),
-    "lmt_emu_blocks_run": (_i64, []),
     "lmt_emu_reset": (None, []),
 }
 SELFTEST_SIGNATURES = {

@@ -231,7 +231,6 @@ struct State {
   cudaError_t last_error = cudaSuccess;
   std::string message;  // why the last launch failed
   int64_t launches = 0;
-  int64_t blocks_run = 0;
 };
 
 inline State& state() {
@@ -485,7 +484,6 @@ struct Launch {
     running = &b;
     for (int block_index : run_order(static_cast<int>(grid.x), s.launches)) {
       blockIdx = uint3{unsigned(block_index), 0, 0};
-      ++s.blocks_run;
       if (!run_block(b, s.launches * 1315423911ull + block_index)) break;
     }
     running = outer;

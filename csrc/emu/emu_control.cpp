@@ -50,14 +50,12 @@ void lmt_emu_set_order(int order, uint64_t seed) {
 const char* lmt_emu_message() { return lmt_emu::state().message.c_str(); }
 
 int64_t lmt_emu_launches() { return lmt_emu::state().launches; }
-int64_t lmt_emu_blocks_run() { return lmt_emu::state().blocks_run; }
 
 void lmt_emu_reset() {
   lmt_emu::State& s = lmt_emu::state();
   s.last_error = cudaSuccess;
   s.message.clear();
   s.launches = 0;
-  s.blocks_run = 0;
 }
 
 }  // extern "C"
