@@ -185,60 +185,53 @@ __device__ __forceinline__ void tile_weights(const float* m, int j, float (&mv)[
   }
 }
 
-template <bool MASKED, int THREADS, int NV, int VEC>
-__device__ __forceinline__ void weighted_tile_sums(const float (&v)[NV][VEC], const float* m, int count,
-                                                   float& w, float& s) {
+// Calls add(weight, x) for every element of the tile this thread holds, weights as tile_weights gives them.
+template <bool MASKED, int THREADS, int NV, int VEC, typename Add>
+__device__ __forceinline__ void for_each_weighted_as(const float (&v)[NV][VEC], const float* m, int count, Add&& add) {
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
     if (tile_index<THREADS, VEC>(j) >= count) continue;
     float mv[VEC];
     tile_weights<MASKED, THREADS>(m, j, mv);
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) {
-      w += mv[e];
-      s += mv[e] * v[j][e];
-    }
+    for (int e = 0; e < VEC; ++e) add(mv[e], v[j][e]);
   }
 }
 
-template <bool MASKED, int THREADS, int NV, int VEC>
-__device__ __forceinline__ float weighted_tile_squares(const float (&v)[NV][VEC], const float* m, int count,
-                                                       float centre) {
-  float q = 0.f;
-#pragma unroll
-  for (int j = 0; j < NV; ++j) {
-    if (tile_index<THREADS, VEC>(j) >= count) continue;
-    float mv[VEC];
-    tile_weights<MASKED, THREADS>(m, j, mv);
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) {
-      const float d = v[j][e] - centre;
-      q += mv[e] * d * d;
-    }
+// The same with masks or without (m == null: weights 1); the branch on m sits outside the unrolled loops,
+// so each case compiles to its own loop body.
+template <int THREADS, int NV, int VEC, typename Add>
+__device__ __forceinline__ void for_each_weighted(const float (&v)[NV][VEC], const float* m, int count, Add&& add) {
+  if (m == nullptr) {
+    for_each_weighted_as<false, THREADS>(v, m, count, add);
+  } else {
+    for_each_weighted_as<true, THREADS>(v, m, count, add);
   }
-  return q;
 }
 
 // This thread's element count w and sum s, or with masks (m != null) sum m and sum m x, m read at the
-// tile's indices. The uniform branch sits outside the unrolled loops (one loop body per case).
+// tile's indices.
 template <int THREADS, int NV, int VEC>
 __device__ __forceinline__ void tile_sums(const float (&v)[NV][VEC], const float* m, int count, float& w,
                                           float& s) {
   w = 0.f;
   s = 0.f;
-  if (m == nullptr) {
-    weighted_tile_sums<false, THREADS>(v, m, count, w, s);
-  } else {
-    weighted_tile_sums<true, THREADS>(v, m, count, w, s);
-  }
+  for_each_weighted<THREADS>(v, m, count, [&](float weight, float x) {
+    w += weight;
+    s += weight * x;
+  });
 }
 
 // This thread's sum of (x - centre)^2, weighted by m where m != null.
 template <int THREADS, int NV, int VEC>
 __device__ __forceinline__ float tile_squares(const float (&v)[NV][VEC], const float* m, int count,
                                               float centre) {
-  return m == nullptr ? weighted_tile_squares<false, THREADS>(v, m, count, centre)
-                      : weighted_tile_squares<true, THREADS>(v, m, count, centre);
+  float q = 0.f;
+  for_each_weighted<THREADS>(v, m, count, [&](float weight, float x) {
+    const float d = x - centre;
+    q += weight * d * d;
+  });
+  return q;
 }
 
 // One region's share of region_adain's output: acc += m ((x - mean) scale + shift).
